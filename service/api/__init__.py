@@ -1,0 +1,1 @@
+"""The HTTP face: app factory, routes, compiled scoring, cache and metrics."""

@@ -1,0 +1,1 @@
+"""The model: input schema, feature transformers, training, artifacts and the registry."""

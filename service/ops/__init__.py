@@ -1,0 +1,1 @@
+"""Operations around the served model: drift monitoring and autoscaling."""
