@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     # response cache
     redis_url: str | None = Field(None, description="redis://host:port/db; unset = in-process LRU")
     cache_enabled: bool = True
-    cache_min_rows: int = Field(50, ge=1, description="Only requests with at least this many rows are cached")
+    cache_min_body_bytes: int = Field(
+        32 * 1024, ge=0, description="Only bodies at least this large are cached"
+    )
     cache_ttl_seconds: int = Field(3600, ge=1)
     cache_max_value_bytes: int = Field(16 * 1024 * 1024, ge=1)
     cache_lru_max_bytes: int = Field(256 * 1024 * 1024, ge=0)

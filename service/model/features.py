@@ -94,7 +94,9 @@ class RawInputParser(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         else:
             arr = np.asarray(X, dtype=object)
             if arr.ndim != 2 or arr.shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {arr.shape[-1]} features, but RawInputParser expects {self.n_features_in_}")
+                raise ValueError(
+                    f"X has {arr.shape[-1]} features, but RawInputParser expects {self.n_features_in_}"
+                )
             frame = _as_frame(arr, names)
         formats = self.formats or {}
         out: dict[str, Any] = {}
@@ -104,16 +106,16 @@ class RawInputParser(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                 continue
             values, problems = parse_numeric_column(frame[column].tolist(), formats.get(column, "number"))
             if problems:
-                rows = ", ".join(f"{frame.index[i]} ({v!r}: {r})" for i, r, v in problems.items[:MAX_ROWS_NAMED])
+                rows = ", ".join(
+                    f"{frame.index[i]} ({v!r}: {r})" for i, r, v in problems.items[:MAX_ROWS_NAMED]
+                )
                 raise DataValidationError(
                     f"column {column}: {len(problems.items)} value(s) cannot be parsed; first rows: {rows}"
                 )
             out[column] = values
         for column in self.categorical_columns_:
             raw = frame[column].tolist() if column in frame.columns else [None] * len(frame)
-            out[column] = np.array(
-                [np.nan if is_missing(v) else str(v).strip() for v in raw], dtype=object
-            )
+            out[column] = np.array([np.nan if is_missing(v) else str(v).strip() for v in raw], dtype=object)
         return pd.DataFrame(out, index=frame.index, columns=self.get_feature_names_out())
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -156,7 +158,9 @@ class NotebookDummies(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         else:
             arr = np.asarray(X, dtype=object)
             if arr.ndim != 2 or arr.shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {arr.shape[-1]} features, but NotebookDummies expects {self.n_features_in_}")
+                raise ValueError(
+                    f"X has {arr.shape[-1]} features, but NotebookDummies expects {self.n_features_in_}"
+                )
             frame = _as_frame(arr, list(self.levels_))
         blocks = []
         for column, levels in self.levels_.items():
@@ -276,9 +280,7 @@ def build_pipeline(
     features: Sequence[str] | None = None,
 ) -> Pipeline:
     """The notebook's preprocessing and selection as one (unfitted) Pipeline with pandas output."""
-    numeric = Pipeline(
-        [("impute", SimpleImputer(strategy=impute_strategy)), ("scale", StandardScaler())]
-    )
+    numeric = Pipeline([("impute", SimpleImputer(strategy=impute_strategy)), ("scale", StandardScaler())])
     prepare = ColumnTransformer(
         [
             ("numeric", numeric, list(schema.numeric)),

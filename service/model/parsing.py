@@ -64,7 +64,7 @@ def _text_to_float(text: str, fmt: str) -> float:
         s = s.translate(_MONEY_TABLE).strip()
     elif fmt == PERCENT and s.endswith("%"):
         s = s[:-1].strip()
-    if not s or "_" in s:
+    if not s:
         raise ValueError(s)
     return float(s)
 
@@ -118,28 +118,56 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+_NUMERIC_TYPES = frozenset({float, int, type(None)})
+_TEXT_TYPES = frozenset({float, int, str, type(None)})
+# Exact spellings of "missing" mapped to a token numpy reads as NaN (other spellings take the slow path).
+_MISSING_AS_NAN = {
+    t: "nan" for t in ("", "nan", "NaN", "NAN", "null", "Null", "NULL", "None", "none", "NONE")
+}
+
+
+def _clean_text(values: Sequence[Any], fmt: str) -> list[Any]:
+    missing = _MISSING_AS_NAN.get
+    if fmt == MONEY:
+        return [(missing(v) or v.translate(_MONEY_TABLE)) if type(v) is str else v for v in values]
+    if fmt == PERCENT:
+        return [(missing(v) or v.rstrip().removesuffix("%")) if type(v) is str else v for v in values]
+    return [(missing(v) or v) if type(v) is str else v for v in values]
+
+
 def parse_numeric_column(values: Sequence[Any], fmt: str = "number") -> tuple[np.ndarray, ColumnProblems]:
-    """Raw values of one numeric column -> float64 array (NaN = missing) and the values that failed."""
+    """Raw values of one numeric column -> float64 array (NaN = missing) and the values that failed.
+
+    Fast path: numbers, None and well-formed strings are converted by numpy in one call (numpy reads a
+    Python str with the same grammar as float()); anything that fails or is not finite falls back to the
+    per-value parser, which also produces the error messages.
+    """
+    kinds = set(map(type, values))
+    if kinds <= _TEXT_TYPES:
+        try:
+            arr = np.array(values if kinds <= _NUMERIC_TYPES else _clean_text(values, fmt), dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            pass
+        else:
+            if not np.isinf(arr).any():
+                return arr, ColumnProblems()
     problems = ColumnProblems()
-    # Fast path: a column of JSON numbers (the common case for plain columns).
-    if all(type(v) is float for v in values):
-        arr = np.array(values, dtype=np.float64)
-        if np.isfinite(arr[~np.isnan(arr)]).all():
-            return arr, problems
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
         try:
             out[i] = parse_number(v, fmt)
         except (ValueError, OverflowError) as exc:
-            reason = str(exc) if isinstance(exc, ValueError) else "not a finite number"
+            reason = str(exc) if type(exc) is ValueError else "not a finite number"
             problems.add(i, reason, v)
             out[i] = math.nan
     return out, problems
 
 
 def category_lookup(levels: Sequence[str]) -> dict[str, int]:
-    """Case-folded, trimmed level -> index in `levels`."""
-    return {level.strip().casefold(): i for i, level in enumerate(levels)}
+    """Trimmed, case-folded level (and the level exactly as learned) -> index in `levels`."""
+    lookup = {level.strip().casefold(): i for i, level in enumerate(levels)}
+    lookup.update({level: i for i, level in enumerate(levels)})
+    return lookup
 
 
 MISSING_CODE = -1
@@ -149,12 +177,21 @@ UNSEEN_CODE = -2
 def parse_category_column(
     values: Sequence[Any], lookup: dict[str, int]
 ) -> tuple[np.ndarray, ColumnProblems, list[tuple[int, str]]]:
-    """Raw values of one categorical column -> level codes (-1 missing, -2 unseen), bad values, unseen values."""
+    """Raw values of one categorical column -> level codes (-1 missing, -2 unseen), bad values, unseen values.
+
+    `lookup` maps trimmed, case-folded levels to codes. Values spelled exactly like a key, or exactly like
+    a level's canonical form, are matched in one dictionary pass; the rest take the per-value path.
+    """
     problems = ColumnProblems()
     unseen: list[tuple[int, str]] = []
-    codes = np.empty(len(values), dtype=np.int64)
     get = lookup.get
-    for i, v in enumerate(values):
+    try:
+        fast = [get(v, -9) if type(v) is str else -9 for v in values]
+    except TypeError:  # pragma: no cover - every value is a str here, so hashable
+        fast = [-9] * len(values)
+    codes = np.array(fast, dtype=np.int64)
+    for i in np.flatnonzero(codes == -9).tolist():
+        v = values[i]
         if type(v) is str:
             key = v.strip().casefold()
             code = get(key)

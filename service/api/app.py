@@ -1,0 +1,207 @@
+"""The FastAPI app factory. Nothing heavy happens at import; the model loads in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.cache import LRUCache, ResponseCache
+from service.api.metrics import Metrics
+from service.api.model_state import ModelHolder
+from service.api.problems import problem_body, problem_response
+from service.errors import PropensityError
+from service.model.registry import Registry
+from service.settings import Settings
+
+log = logging.getLogger("propensity.api")
+ROUTES = {"/predict", "/health/live", "/health/ready", "/model", "/metrics", "/docs", "/openapi.json"}
+
+
+class ObservabilityMiddleware:
+    """Pure ASGI: request id, in-flight gauge, requests by route/status, end-to-end latency."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = scope["path"]
+        route = path if path in ROUTES else "other"
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+                break
+        if not request_id:
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        rid = request_id.encode("latin-1")
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            if status >= 400:
+                log.info(
+                    "request_id=%s %s %s -> %d in %.1f ms",
+                    request_id,
+                    scope["method"],
+                    path,
+                    status,
+                    elapsed * 1e3,
+                )
+
+
+def _instance(request: Request) -> str:
+    return str(request.url.path)
+
+
+def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    @app.exception_handler(PropensityError)
+    async def on_propensity_error(request: Request, exc: PropensityError) -> Response:
+        metrics.input_errors.labels(exc.kind).inc()
+        extra = {k: v for k, v in exc.extra.items() if k not in ("retry_after", "error_count")}
+        body = problem_body(
+            status=exc.status,
+            kind=exc.kind,
+            title=exc.title,
+            detail=exc.detail,
+            instance=_instance(request),
+            errors=exc.errors if exc.errors else None,
+            error_count=exc.extra.get("error_count"),
+            extra=extra,
+        )
+        headers = {"Retry-After": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else None
+        if exc.status >= 500:
+            log.error("request_id=%s %s", request.scope.get("state", {}).get("request_id"), exc.detail)
+        return problem_response(body, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        body = problem_body(
+            status=exc.status_code,
+            kind=f"http-{exc.status_code}",
+            title=str(exc.detail),
+            detail=str(exc.detail),
+            instance=_instance(request),
+        )
+        return problem_response(body, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        body = problem_body(
+            status=422,
+            kind="invalid-request",
+            title="Invalid request",
+            detail="the request does not match the API",
+            instance=_instance(request),
+        )
+        return problem_response(body)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        request_id = request.scope.get("state", {}).get("request_id", "?")
+        log.exception("request_id=%s unexpected error", request_id)
+        body = problem_body(
+            status=500,
+            kind="internal",
+            title="Internal error",
+            detail=f"an unexpected error occurred; request id {request_id}",
+            instance=_instance(request),
+        )
+        return problem_response(body)
+
+
+def build_cache(settings: Settings, metrics: Metrics) -> ResponseCache | None:
+    if not settings.cache_enabled:
+        return None
+    if settings.redis_url:
+        from service.api.redis_cache import RedisCache
+
+        return RedisCache(settings, metrics)
+    return LRUCache(settings.cache_lru_max_bytes, settings.cache_max_value_bytes)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    metrics: Metrics | None = None,
+    registry: Registry | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    metrics = metrics or Metrics()
+    holder = ModelHolder(settings, metrics, registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        holder.start()
+        try:
+            yield
+        finally:
+            holder.stop()
+
+    from service.api import openapi_docs
+    from service.api.routes import router
+
+    app = FastAPI(
+        title="Propensity service",
+        version="1",
+        summary="Scores purchase propensity with the business-approved exercise_26 GLM.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.holder = holder
+    app.state.cache = build_cache(settings, metrics)
+    app.state.known_columns = frozenset(f"x{i}" for i in range(100))
+    app.include_router(router)
+    install_error_handlers(app, metrics)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                openapi_docs.component_schemas()
+            )
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def gunicorn_app() -> FastAPI:
+    """Entry point for gunicorn (`service.api.app:gunicorn_app()`): settings from the environment."""
+    logging.basicConfig(
+        level=Settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return create_app()

@@ -1,0 +1,51 @@
+"""gunicorn configuration (used as `-c python:service.api.gunicorn_conf`; deploy/gunicorn.conf.py re-exports it).
+
+Workers and port come from the one Settings class. Prometheus multiprocess mode: a fresh metrics
+directory per server, and child_exit marks a dead worker's live gauges gone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from service.settings import Settings
+
+_settings = Settings()
+
+bind = [f"{_settings.host}:{_settings.port}"]
+workers = _settings.workers
+worker_class = "uvicorn.workers.UvicornWorker"
+keepalive = 75  # longer than nginx's upstream keepalive_timeout, so nginx closes idle connections first
+graceful_timeout = 30
+timeout = 60
+backlog = 2048
+accesslog = None
+loglevel = _settings.log_level
+proc_name = f"propensity:{_settings.port}"
+control_socket_disable = True  # several servers share a host; each would fight over one default socket path
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"propensity-metrics-{_settings.port}-")
+
+
+def on_starting(server: Any) -> None:
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    if os.path.isdir(path):  # stale files from an earlier run would double-count
+        for name in os.listdir(path):
+            os.unlink(os.path.join(path, name))
+    os.makedirs(path, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if path.startswith(tempfile.gettempdir() + "/propensity-metrics-"):
+        shutil.rmtree(path, ignore_errors=True)

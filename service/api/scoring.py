@@ -1,0 +1,208 @@
+"""The compiled scorer: the fitted Pipeline flattened into a few arrays and lookups.
+
+Only the raw columns the model uses are parsed, column-wise; categories are matched by dictionary lookup;
+the linear predictor is a fixed-order sum over the model inputs (so a row's bits never depend on the other
+rows of its batch). No pandas and no sklearn call per request. The sklearn Pipeline stays the reference:
+tests/api/test_scoring_parity.py holds this module to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.errors import ArtifactError, FieldError, SelfCheckFailed
+from service.model.artifact import GOLDEN_TOLERANCE, FittedModel, LoadedArtifact
+from service.model.parsing import (
+    MISSING_CODE,
+    category_lookup,
+    parse_category_column,
+    parse_numeric_column,
+)
+
+
+@dataclass(frozen=True)
+class NumericInput:
+    name: str  # model input == raw column
+    fmt: str
+    fill: float  # imputation value (raw units)
+    mean: float
+    scale: float
+
+
+@dataclass(frozen=True)
+class CategoryInput:
+    column: str
+    levels: tuple[str, ...]
+    lookup: dict[str, int]
+    # model input name -> level index it indicates (MISSING_CODE for the `<col>_nan` indicator)
+    dummies: dict[str, int]
+
+
+@dataclass
+class Scored:
+    """The result of one batch: per model input a column, plus phat and outcome; problems per row."""
+
+    columns: dict[str, list[Any]]
+    phat: list[float]
+    outcome: list[int]
+    errors: list[FieldError] = field(default_factory=list)
+    bad_rows: set[int] = field(default_factory=set)
+    unseen: dict[str, int] = field(default_factory=dict)
+    unseen_rows: int = 0
+    numeric_values: dict[str, np.ndarray] = field(default_factory=dict)
+    category_codes: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class CompiledModel:
+    """Array code for one model version, built from its fitted Pipeline."""
+
+    def __init__(self, model: FittedModel, *, version: str, sha256: str, name: str = "propensity") -> None:
+        self.version = version
+        self.sha256 = sha256
+        self.name = name
+        self.cutoff = float(model.cutoff)
+        self.features = model.feature_names
+        self.coefficients = [float(c) for c in model.coefficients]
+        parse = model.pipeline.named_steps["parse"]
+        prepare = model.pipeline.named_steps["prepare"]
+        formats = parse.formats or {}
+        numeric = prepare.named_transformers_["numeric"]
+        numeric_columns = list(prepare.transformers_[0][2])
+        imputer, scaler = numeric.named_steps["impute"], numeric.named_steps["scale"]
+        dummies = prepare.named_transformers_["dummies"]
+
+        self.numeric: list[NumericInput] = []
+        by_column: dict[str, dict[str, int]] = {}
+        for feature in self.features:
+            if feature in numeric_columns:
+                j = numeric_columns.index(feature)
+                self.numeric.append(
+                    NumericInput(
+                        name=feature,
+                        fmt=formats.get(feature, "number"),
+                        fill=float(imputer.statistics_[j]),
+                        mean=float(scaler.mean_[j]),
+                        scale=float(scaler.scale_[j]),
+                    )
+                )
+                continue
+            column, level = self._dummy_source(feature, dummies.levels_)
+            levels = dummies.levels_[column]
+            by_column.setdefault(column, {})[feature] = MISSING_CODE if level is None else levels.index(level)
+        self.categories = [
+            CategoryInput(
+                column=c,
+                levels=tuple(str(v) for v in dummies.levels_[c]),
+                lookup=category_lookup([str(v) for v in dummies.levels_[c]]),
+                dummies=d,
+            )
+            for c, d in by_column.items()
+        ]
+        self.output_keys = sorted([*self.features, "business_outcome", "phat"])
+        self.used_columns = [n.name for n in self.numeric] + [c.column for c in self.categories]
+
+    @staticmethod
+    def _dummy_source(feature: str, levels: dict[str, list[Any]]) -> tuple[str, str | None]:
+        for column, known in levels.items():
+            prefix = f"{column}_"
+            if feature.startswith(prefix):
+                level = feature[len(prefix) :]
+                if level == "nan":
+                    return column, None
+                if level in known:
+                    return column, level
+        raise ArtifactError(f"cannot compile model input {feature!r}: not a numeric column or a known dummy")
+
+    @classmethod
+    def from_artifact(cls, artifact: LoadedArtifact) -> CompiledModel:
+        return cls(
+            artifact.model,
+            version=artifact.version,
+            sha256=artifact.sha256,
+            name=str(artifact.metadata.get("name", "propensity")),
+        )
+
+    def score(self, rows: list[dict[str, Any]], *, reject_unseen: bool = False) -> Scored:
+        n = len(rows)
+        columns: dict[str, Any] = {}
+        errors: list[FieldError] = []
+        bad: set[int] = set()
+        eta = np.zeros(n, dtype=np.float64)
+        contributions: dict[str, np.ndarray] = {}
+        numeric_values: dict[str, np.ndarray] = {}
+        for spec in self.numeric:
+            values, problems = parse_numeric_column([r.get(spec.name) for r in rows], spec.fmt)
+            for i, reason, value in problems.items:
+                errors.append(FieldError(i, spec.name, reason, value))
+                bad.add(i)
+            numeric_values[spec.name] = values
+            filled = np.where(np.isnan(values), spec.fill, values)
+            z = (filled - spec.mean) / spec.scale
+            contributions[spec.name] = z
+            columns[spec.name] = z
+        unseen: dict[str, int] = {}
+        unseen_mask = np.zeros(n, dtype=bool)
+        codes_by_column: dict[str, np.ndarray] = {}
+        for cat in self.categories:
+            codes, problems, unseen_values = parse_category_column(
+                [r.get(cat.column) for r in rows], cat.lookup
+            )
+            codes_by_column[cat.column] = codes
+            for i, reason, value in problems.items:
+                errors.append(FieldError(i, cat.column, reason, value))
+                bad.add(i)
+            if unseen_values:
+                unseen[cat.column] = len(unseen_values)
+                idx = [i for i, _ in unseen_values]
+                unseen_mask[idx] = True
+                if reject_unseen:
+                    allowed = ", ".join(cat.levels)
+                    for i, value in unseen_values:
+                        errors.append(
+                            FieldError(i, cat.column, f"unknown category; allowed: {allowed}", value)
+                        )
+                        bad.add(i)
+            for feature, level in cat.dummies.items():
+                indicator = (codes < 0) if level == MISSING_CODE else (codes == level)
+                contributions[feature] = indicator.astype(np.float64)
+                columns[feature] = indicator.astype(np.int64)
+        for feature, coef in zip(self.features, self.coefficients, strict=True):
+            eta += coef * contributions[feature]
+        phat = 1.0 / (1.0 + np.exp(-eta))
+        outcome = (phat > self.cutoff).astype(np.int64)
+        errors.sort(key=lambda e: (e.row if e.row is not None else -1, e.field or ""))
+        return Scored(
+            columns={k: v.tolist() for k, v in columns.items()},
+            phat=phat.tolist(),
+            outcome=outcome.tolist(),
+            errors=errors,
+            bad_rows=bad,
+            unseen=unseen,
+            unseen_rows=int(unseen_mask.sum()),
+            numeric_values=numeric_values,
+            category_codes=codes_by_column,
+        )
+
+    def records(self, scored: Scored) -> list[dict[str, Any]]:
+        """Rows as dicts with keys in alphabetical order (the API contract)."""
+        data = {**scored.columns, "phat": scored.phat, "business_outcome": scored.outcome}
+        keys = self.output_keys
+        return [dict(zip(keys, values, strict=True)) for values in zip(*(data[k] for k in keys), strict=True)]
+
+    def self_check(self, golden: dict[str, Any]) -> float:
+        """Run the artifact's golden rows through the compiled path; raise SelfCheckFailed on any miss."""
+        inputs = golden.get("inputs") or []
+        expected = golden.get("expected") or []
+        if not inputs or len(inputs) != len(expected):
+            raise SelfCheckFailed(f"{self.version}: golden rows are missing or inconsistent")
+        scored = self.score(inputs)
+        if scored.errors:
+            raise SelfCheckFailed(f"{self.version}: golden rows do not parse: {scored.errors[0]}")
+        worst = max(abs(p - e["phat"]) for p, e in zip(scored.phat, expected, strict=True))
+        outcomes = [int(e["business_outcome"]) for e in expected]
+        if not worst <= GOLDEN_TOLERANCE or scored.outcome != outcomes:
+            raise SelfCheckFailed(f"{self.version}: compiled path misses golden rows by up to {worst:.3g}")
+        return float(worst)

@@ -1,0 +1,242 @@
+"""The model registry: versioned artifact directories plus aliases, on a plain (possibly shared) filesystem.
+
+    <root>/<name>/v1/, v2/, ...      immutable versions (written to a temp dir, then renamed into place)
+    <root>/<name>/aliases.json       {"production": {"version": "v2", "history": ["v1"], "updated_at": ...}}
+    <root>/<name>/.lock              flock()ed while allocating a version or changing an alias
+
+Everything that changes state happens under the lock and becomes visible with one atomic rename, so a
+reader (a serving worker) sees either the old or the new state, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from service.errors import ArtifactError, ArtifactNotFound
+from service.model.artifact import (
+    CHECKSUMS_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    SUMMARY_FILE,
+    FittedModel,
+    LoadedArtifact,
+    json_safe,
+    load_artifact,
+    sha256_file,
+    verify_directory,
+    write_checksums,
+)
+
+VERSION_RE = re.compile(r"^v(\d+)$")
+ALIASES_FILE = "aliases.json"
+HISTORY_KEPT = 20
+
+
+def library_versions() -> dict[str, str]:
+    import platform
+
+    import numpy
+    import pandas
+    import scipy
+    import sklearn
+    import statsmodels
+
+    return {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "scikit-learn": sklearn.__version__,
+        "scipy": scipy.__version__,
+        "statsmodels": statsmodels.__version__,
+        "joblib": joblib.__version__,
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    created_at: str
+    aliases: tuple[str, ...]
+    auc_test: float | None
+    source: str
+
+
+class Registry:
+    def __init__(self, root: Path, name: str = "propensity") -> None:
+        self.root = Path(root)
+        self.name = name
+        self.dir = self.root / name
+
+    # --- reading ---------------------------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        if not self.dir.is_dir():
+            return []
+        found = [p.name for p in self.dir.iterdir() if p.is_dir() and VERSION_RE.match(p.name)]
+        return sorted(found, key=lambda v: int(v[1:]))
+
+    def aliases(self) -> dict[str, dict[str, Any]]:
+        path = self.dir / ALIASES_FILE
+        if not path.is_file():
+            return {}
+        data: dict[str, dict[str, Any]] = json.loads(path.read_text())
+        return data
+
+    def aliases_stamp(self) -> tuple[int, int] | None:
+        """Cheap change detector for followers: (mtime_ns, inode) of aliases.json."""
+        try:
+            st = os.stat(self.dir / ALIASES_FILE)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_ino)
+
+    def resolve(self, ref: str) -> str:
+        """An alias or a version -> a version that exists."""
+        alias = self.aliases().get(ref)
+        version = alias["version"] if alias else ref
+        if not VERSION_RE.match(version) or not (self.dir / version).is_dir():
+            known = ", ".join(self.versions() + sorted(self.aliases())) or "none"
+            raise ArtifactNotFound(f"{self.name}: no version or alias {ref!r} (known: {known})")
+        return str(version)
+
+    def path(self, ref: str) -> Path:
+        return self.dir / self.resolve(ref)
+
+    def metadata(self, ref: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.path(ref) / METADATA_FILE).read_text())
+        return data
+
+    def verify(self, ref: str) -> LoadedArtifact:
+        """Full check: sha256 of every file, then unpickle and run the golden rows."""
+        return load_artifact(self.path(ref))
+
+    def load(self, ref: str) -> LoadedArtifact:
+        return load_artifact(self.path(ref))
+
+    def list(self) -> list[VersionInfo]:
+        by_version: dict[str, list[str]] = {}
+        for alias, info in self.aliases().items():
+            by_version.setdefault(info["version"], []).append(alias)
+        out = []
+        for version in self.versions():
+            try:
+                meta = json.loads((self.dir / version / METADATA_FILE).read_text())
+            except (OSError, ValueError):
+                meta = {}
+            auc = (meta.get("metrics") or {}).get("auc") or {}
+            out.append(
+                VersionInfo(
+                    version=version,
+                    created_at=str(meta.get("created_at", "?")),
+                    aliases=tuple(sorted(by_version.get(version, []))),
+                    auc_test=auc.get("test"),
+                    source=str((meta.get("training") or {}).get("source", "?")),
+                )
+            )
+        return out
+
+    # --- writing ---------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def publish(
+        self,
+        model: FittedModel,
+        metadata: dict[str, Any],
+        summary: str,
+        *,
+        check: Callable[[Path], object] = load_artifact,
+    ) -> str:
+        """Write a new version atomically and return its name. Nothing is left behind on failure."""
+        with self._locked():
+            existing = self.versions()
+            version = f"v{int(existing[-1][1:]) + 1 if existing else 1}"
+            staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.dir))
+            try:
+                joblib.dump(model, staging / MODEL_FILE)
+                (staging / SUMMARY_FILE).write_text(summary)
+                meta = {
+                    "name": self.name,
+                    "version": version,
+                    "created_at": now_iso(),
+                    **metadata,
+                    "library_versions": library_versions(),
+                    "files": {
+                        name: {
+                            "sha256": sha256_file(staging / name),
+                            "bytes": (staging / name).stat().st_size,
+                        }
+                        for name in (MODEL_FILE, SUMMARY_FILE)
+                    },
+                }
+                (staging / METADATA_FILE).write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False))
+                write_checksums(staging, [METADATA_FILE, MODEL_FILE, SUMMARY_FILE])
+                check(staging)  # refuse to publish what we could not load back
+                os.rename(staging, self.dir / version)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return version
+
+    def set_alias(self, alias: str, version: str) -> dict[str, Any]:
+        """Point `alias` at `version` (verified first); the previous target goes onto the history."""
+        if not re.match(r"^[a-z][a-z0-9_-]*$", alias):
+            raise ArtifactError(f"bad alias name {alias!r}")
+        version = self.resolve(version)
+        verify_directory(self.dir / version)
+        with self._locked():
+            aliases = self.aliases()
+            current = aliases.get(alias)
+            history: list[str] = list(current.get("history", [])) if current else []
+            if current and current["version"] != version:
+                history = [current["version"], *history][:HISTORY_KEPT]
+            aliases[alias] = {"version": version, "history": history, "updated_at": now_iso()}
+            self._write_aliases(aliases)
+            return aliases[alias]
+
+    def rollback(self, alias: str) -> dict[str, Any]:
+        """Point `alias` back at its previous version (the head of its history)."""
+        with self._locked():
+            aliases = self.aliases()
+            current = aliases.get(alias)
+            if not current or not current.get("history"):
+                raise ArtifactNotFound(f"alias {alias!r} has no previous version to roll back to")
+            previous, *rest = current["history"]
+            verify_directory(self.dir / previous)
+            aliases[alias] = {"version": previous, "history": rest, "updated_at": now_iso()}
+            self._write_aliases(aliases)
+            return aliases[alias]
+
+    def _write_aliases(self, aliases: dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".aliases-", dir=self.dir)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(aliases, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.dir / ALIASES_FILE)
+
+
+__all__ = ["CHECKSUMS_FILE", "Registry", "VersionInfo"]
