@@ -55,6 +55,9 @@ STAGE_BUCKETS = (
     0.5,
     1.0,
 )
+# A Redis call on loopback: ~0.1-0.3 ms for a small value, a few ms for a 10,000-row answer (~5 MB);
+# the top buckets bracket the 50 ms default timeout.
+CACHE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 ROWS_BUCKETS = (1, 2, 5, 10, 50, 100, 500, 1000, 2500, 5000, 10000)
 PHAT_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
@@ -96,7 +99,28 @@ class Metrics:
         self.rows_per_request = Histogram(
             p + "rows_per_request", "Rows per /predict call", buckets=ROWS_BUCKETS, registry=r
         )
-        self.cache = Counter(p + "cache_requests", "Response cache lookups by result", ["result"], registry=r)
+        self.cache = Counter(
+            p + "cache_requests",
+            "Response cache lookups by result: hit, miss; error and bypass (breaker open) are misses too",
+            ["result"],
+            registry=r,
+        )
+        self.cache_seconds = Histogram(
+            p + "cache_duration_seconds",
+            "Successful Redis calls by operation",
+            ["op"],
+            buckets=CACHE_BUCKETS,
+            registry=r,
+        )
+        self.cache_breaker_open = Gauge(
+            p + "cache_breaker_open",
+            "Workers whose Redis circuit breaker is open or half-open",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.cache_breaker_trips = Counter(
+            p + "cache_breaker_trips", "Times the Redis circuit breaker opened", registry=r
+        )
         self.input_errors = Counter(
             p + "input_errors", "Rejected requests by error kind", ["kind"], registry=r
         )

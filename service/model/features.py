@@ -23,6 +23,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import ClassifierTags, Tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from service.errors import DataValidationError
@@ -118,6 +119,14 @@ class RawInputParser(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             out[column] = np.array([np.nan if is_missing(v) else str(v).strip() for v in raw], dtype=object)
         return pd.DataFrame(out, index=frame.index, columns=self.get_feature_names_out())
 
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN means missing
+        tags.input_tags.string = True  # money/percent strings and categories are the point
+        tags.input_tags.categorical = True
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
+
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "numeric_columns_")
         return np.asarray(self.numeric_columns_ + self.categorical_columns_, dtype=object)
@@ -130,6 +139,13 @@ class NotebookDummies(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     `<col>_nan` is 1 for a missing value. Matching at transform trims and case-folds. An unseen level
     never crashes: it is encoded like a missing value and reported with an UnseenCategoryWarning.
     """
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN means missing
+        tags.input_tags.string = True  # money/percent strings and categories are the point
+        tags.input_tags.categorical = True
+        return tags
 
     def fit(self, X: Any, y: Any = None) -> NotebookDummies:
         if isinstance(X, pd.DataFrame):
@@ -221,6 +237,12 @@ class L1TopKSelector(SelectorMixin, BaseEstimator):  # type: ignore[misc]
         self.max_iter = max_iter
         self.random_state = random_state
 
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = self.features is None
+        tags.classifier_tags = ClassifierTags(multi_class=False)  # a binary target, like the GLM's
+        return tags
+
     def fit(self, X: Any, y: Any = None) -> L1TopKSelector:
         names = np.asarray(X.columns, dtype=object) if isinstance(X, pd.DataFrame) else None
         arr = validate_data(self, X, dtype=np.float64, reset=True)
@@ -233,9 +255,12 @@ class L1TopKSelector(SelectorMixin, BaseEstimator):  # type: ignore[misc]
                 raise ValueError(f"fixed features not in the input: {missing}")
             order = [int(np.flatnonzero(names == f)[0]) for f in self.features]
             self.l1_coef_ = None
+            self.n_iter_ = 0
         else:
             if y is None:
-                raise ValueError("L1TopKSelector needs y to fit")
+                raise ValueError("requires y to be passed, but the target y is None")
+            if np.unique(np.asarray(y)).size < 2:
+                raise ValueError("L1 selection needs both classes in y; got one class")
             if not 1 <= self.k <= arr.shape[1]:
                 raise ValueError(f"k={self.k} must be between 1 and the number of features ({arr.shape[1]})")
             model = LogisticRegression(
@@ -251,6 +276,7 @@ class L1TopKSelector(SelectorMixin, BaseEstimator):  # type: ignore[misc]
             # nlargest keeps the first occurrence among ties: a stable sort on the negated value does too.
             order = [int(i) for i in np.argsort(-squared, kind="stable")[: self.k]]
             self.l1_coef_ = model.coef_.ravel().copy()
+            self.n_iter_ = int(np.max(model.n_iter_))
         self.order_ = np.asarray(order, dtype=np.int64)
         self.selected_features_ = [str(names[i]) for i in order]
         return self

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,7 @@ def read_training_csv(path: Path, schema: InputSchema, *, require_target: bool =
 def split_like_notebook(frame: pd.DataFrame, target: str) -> Splits:
     X = frame.drop(columns=[target])
     y = frame[target]
-    holdout = round(len(frame) * HOLDOUT_SHARE)
+    holdout = math.ceil(len(frame) * HOLDOUT_SHARE)  # sklearn's own rounding of test_size=0.1
     X_rest, X_val, y_rest, y_val = train_test_split(X, y, test_size=HOLDOUT_SHARE, random_state=RANDOM_STATE)
     X_train, X_test, y_train, y_test = train_test_split(
         X_rest, y_rest, test_size=holdout, random_state=RANDOM_STATE

@@ -1,0 +1,61 @@
+# Propensity API image: the `propensity` CLI and its locked runtime deps in a venv.
+#
+# Build with `make image` (builds the wheelhouse wheels/ and the base image
+# first). The build uses no network: every package comes from wheels/, made
+# by `make wheels` from requirements-prod.lock plus the project's own wheel.
+#
+#   docker run --network host --read-only --tmpfs /tmp \
+#     -v propensity-artifacts:/app/artifacts propensity-api:<tag>
+#
+# BASE_IMAGE is a pinned tag. On a host that can pull from a registry, pin it
+# by digest instead (python:3.11-slim-bookworm@sha256:...). Here the tag is a
+# local stand-in built from Debian packages by deploy/docker/build-base-image.sh.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INDEX=1 \
+    PIP_FIND_LINKS=/wheels
+COPY requirements-prod.lock /tmp/requirements-prod.lock
+COPY wheels/ /wheels/
+# Locked deps first, then the project wheel (its deps must already be satisfied:
+# pip check fails the build on any drift between pyproject and the prod lock).
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install -r /tmp/requirements-prod.lock \
+ && /opt/venv/bin/pip install /wheels/propensity_service-*.whl \
+ && /opt/venv/bin/pip check \
+ && /opt/venv/bin/pip uninstall -y pip setuptools
+
+FROM ${BASE_IMAGE}
+ARG BAKE_MODEL=0
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    PROPENSITY_ARTIFACTS_DIR=/app/artifacts \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics \
+    PROPENSITY_HOST=0.0.0.0 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN groupadd --system --gid 10001 propensity \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
+      --shell /usr/sbin/nologin propensity \
+ && install -d -o 10001 -g 10001 /app/artifacts
+COPY --from=builder /opt/venv /opt/venv
+COPY deploy/docker/healthcheck.py /usr/local/lib/propensity/healthcheck.py
+WORKDIR /app
+USER 10001:10001
+# BAKE_MODEL=1: the image carries the approved model (a volume mounted over
+# /app/artifacts hides it; an empty named volume is seeded from it).
+RUN if [ "$BAKE_MODEL" = 1 ]; then \
+      propensity import-notebook --help >/dev/null 2>&1 \
+        || { echo "BAKE_MODEL=1: 'propensity import-notebook' is missing or broken in this build" >&2; exit 1; }; \
+      propensity import-notebook && rm -rf /tmp/metrics /tmp/matplotlib; \
+    fi
+VOLUME ["/app/artifacts"]
+EXPOSE 1313
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python3", "/usr/local/lib/propensity/healthcheck.py"]
+# Exec form: `propensity serve` execs gunicorn, so SIGTERM reaches it and it drains.
+ENTRYPOINT ["propensity"]
+CMD ["serve"]

@@ -1,0 +1,198 @@
+"""The shared response cache in Redis: fail-open, with short timeouts and a circuit breaker.
+
+Semantics are those of `service.api.cache.ResponseCache`: the response bytes are stored once, under the
+raw-body key, with `SET .. EX ttl`; the normalised key holds an alias (b"@" + the raw key). So an exact
+repeat (the common case) hits in one round trip (MGET), a re-formatted body in two (MGET, then GET of the
+alias target), and a 10,000-row answer (~5 MB) is held once, not twice.
+
+Redis must never fail a request nor slow it by more than the timeout: every call has socket and connect
+timeouts of `redis_timeout_seconds`, redis-py's own retries are off (they would multiply the timeout),
+any Redis error is a miss (counted), and after `redis_breaker_failures` consecutive failures the breaker
+opens: Redis is skipped altogether for `redis_breaker_reset_seconds`, then one probe call is let through
+(half-open); its success closes the breaker, its failure opens it again.
+
+Calls are synchronous, on the event loop: a hit or a store of a cacheable body costs ~0.1-5 ms on
+loopback, less than the thread hop that would avoid blocking (see docs/cluster.md for the numbers), and
+the worst case -- a hung Redis -- blocks a worker for one timeout per call, at most
+`redis_breaker_failures` times per reset period.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from enum import StrEnum
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from service.api.cache import ALIAS_PREFIX
+from service.api.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger("propensity.cache")
+ERRORS = (redis.RedisError, OSError)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class CircuitBreaker:
+    """Consecutive-failure circuit breaker (thread-safe, monotonic clock injectable for tests)."""
+
+    def __init__(
+        self,
+        failures: int,
+        reset_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[BreakerState], None] | None = None,
+    ) -> None:
+        self.failures = failures
+        self.reset_seconds = reset_seconds
+        self._clock = clock
+        self._on_change = on_change
+        self._state = BreakerState.CLOSED
+        self._consecutive = 0
+        self._opened_at = 0.0
+        self._probing = False
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> BreakerState:
+        with self._lock:
+            if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.reset_seconds:
+                return BreakerState.HALF_OPEN
+            return self._state
+
+    def allow(self) -> bool:
+        """May a call go to Redis now? In half-open, only one probe at a time is let through."""
+        with self._lock:
+            if self._state is BreakerState.CLOSED:
+                return True
+            if self._state is BreakerState.OPEN:
+                if self._clock() - self._opened_at < self.reset_seconds:
+                    return False
+                self._set(BreakerState.HALF_OPEN)
+            if self._probing:
+                return False
+            self._probing = True
+            return True
+
+    def success(self) -> None:
+        with self._lock:
+            self._consecutive = 0
+            self._probing = False
+            if self._state is not BreakerState.CLOSED:
+                self._set(BreakerState.CLOSED)
+
+    def failure(self) -> None:
+        with self._lock:
+            self._consecutive += 1
+            self._probing = False
+            if self._state is BreakerState.HALF_OPEN or self._consecutive >= self.failures:
+                self._opened_at = self._clock()
+                if self._state is not BreakerState.OPEN:
+                    self._set(BreakerState.OPEN)
+
+    def _set(self, state: BreakerState) -> None:
+        self._state = state
+        if self._on_change is not None:
+            self._on_change(state)
+
+
+class RedisCache:
+    """`ResponseCache` over a redis-py client; never raises, never waits longer than the timeout per call."""
+
+    name = "redis"
+
+    def __init__(self, settings: Settings, metrics: Metrics, client: redis.Redis | None = None) -> None:
+        if client is None and not settings.redis_url:
+            raise ValueError("RedisCache needs settings.redis_url")
+        self.ttl = settings.cache_ttl_seconds
+        self.max_value_bytes = settings.cache_max_value_bytes
+        self.metrics = metrics
+        self.client = client if client is not None else make_client(settings)
+        self.breaker = CircuitBreaker(
+            settings.redis_breaker_failures,
+            settings.redis_breaker_reset_seconds,
+            on_change=self._on_breaker_change,
+        )
+        self._errors = metrics.cache.labels("error")
+        self._bypass = metrics.cache.labels("bypass")
+        self._get_seconds = metrics.cache_seconds.labels("get")
+        self._set_seconds = metrics.cache_seconds.labels("set")
+
+    def get(self, keys: list[str]) -> bytes | None:
+        if not keys:
+            return None
+        if not self.breaker.allow():
+            self._bypass.inc()
+            return None
+        started = time.perf_counter()
+        try:
+            found: bytes | None = next((v for v in self.client.mget(keys) if v is not None), None)
+            if found is not None and found.startswith(ALIAS_PREFIX):
+                found = self.client.get(found[len(ALIAS_PREFIX) :].decode())
+        except ERRORS as exc:
+            self._failed("get", exc)
+            return None
+        self.breaker.success()
+        self._get_seconds.observe(time.perf_counter() - started)
+        return found
+
+    def set(self, keys: list[str], value: bytes) -> None:
+        if not keys or len(value) > self.max_value_bytes:
+            return
+        if not self.breaker.allow():
+            self._bypass.inc()
+            return
+        started = time.perf_counter()
+        alias = ALIAS_PREFIX + keys[0].encode()
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(keys[0], value, ex=self.ttl)
+            for key in keys[1:]:
+                pipe.set(key, alias, ex=self.ttl)
+            pipe.execute()
+        except ERRORS as exc:
+            self._failed("set", exc)
+            return
+        self.breaker.success()
+        self._set_seconds.observe(time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        self._errors.inc()
+        self.breaker.failure()
+        log.warning("redis %s failed (%s: %s); serving without the cache", op, type(exc).__name__, exc)
+
+    def _on_breaker_change(self, state: BreakerState) -> None:
+        self.metrics.cache_breaker_open.set(0 if state is BreakerState.CLOSED else 1)
+        if state is BreakerState.OPEN:
+            self.metrics.cache_breaker_trips.inc()
+        log.warning("redis circuit breaker %s", state.value)
+
+
+def make_client(settings: Settings) -> redis.Redis:
+    """A client whose every call gives up after the timeout: no retries, no handshake extras."""
+    assert settings.redis_url is not None
+    timeout = settings.redis_timeout_seconds
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+        lib_name=None,  # no CLIENT SETINFO round trips on connect
+        lib_version=None,
+    )
