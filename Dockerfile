@@ -21,11 +21,16 @@ COPY requirements-prod.lock /tmp/requirements-prod.lock
 COPY wheels/ /wheels/
 # Locked deps first, then the project wheel (its deps must already be satisfied:
 # pip check fails the build on any drift between pyproject and the prod lock).
+# Then drop pip/setuptools and the packages' test suites (~150 MB). The .pyc
+# files stay: with a read-only root each worker would otherwise recompile every
+# module at start (measured: import of the stack ~4 s with them, ~9-12 s without).
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install -r /tmp/requirements-prod.lock \
  && /opt/venv/bin/pip install /wheels/propensity_service-*.whl \
  && /opt/venv/bin/pip check \
- && /opt/venv/bin/pip uninstall -y pip setuptools
+ && /opt/venv/bin/pip uninstall -y pip setuptools \
+ && find /opt/venv/lib/python3.11/site-packages -depth -type d \( -name tests -o -name test \) \
+      -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}
 ARG BAKE_MODEL=0
@@ -37,8 +42,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-RUN groupadd --system --gid 10001 propensity \
- && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
+RUN groupadd --gid 10001 propensity \
+ && useradd --uid 10001 --gid 10001 --no-log-init --home-dir /app --no-create-home \
       --shell /usr/sbin/nologin propensity \
  && install -d -o 10001 -g 10001 /app/artifacts
 COPY --from=builder /opt/venv /opt/venv

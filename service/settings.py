@@ -55,10 +55,16 @@ class Settings(BaseSettings):
     redis_breaker_failures: int = Field(3, ge=1, description="Consecutive failures that open the breaker")
     redis_breaker_reset_seconds: float = Field(5.0, gt=0)
 
+    # nginx in front of the replicas (the local cluster, `make up`)
+    rate_limit_per_second: float = Field(
+        0, ge=0, description="nginx limit_req on /predict per client address; 0 = off (the default)"
+    )
+    rate_limit_burst: int = Field(50, ge=0, description="requests allowed above the rate before 429s")
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.cache_max_value_bytes > self.max_body_bytes * 4:
-            raise ValueError("cache_max_value_bytes is implausibly large for the body limit")
+        if self.model_version is not None and not self.model_version.startswith("v"):
+            raise ValueError("model_version pins a version like 'v3'; use model_alias for an alias")
         return self
 
     @property

@@ -149,6 +149,10 @@ class Metrics:
             multiprocess_mode="livemin",
             registry=r,
         )
+        self.workers = Gauge(
+            p + "workers", "Live worker processes (each sets 1)", multiprocess_mode="livesum", registry=r
+        )
+        self.workers.set(1)
         self.model_swaps = Counter(
             p + "model_swaps", "Model version changes by result", ["result"], registry=r
         )

@@ -171,7 +171,8 @@ class CompiledModel:
                 columns[feature] = indicator.astype(np.int64)
         for feature, coef in zip(self.features, self.coefficients, strict=True):
             eta += coef * contributions[feature]
-        phat = 1.0 / (1.0 + np.exp(-eta))
+        with np.errstate(over="ignore"):  # exp overflow -> inf -> phat 0.0, the correct limit
+            phat = 1.0 / (1.0 + np.exp(-eta))
         outcome = (phat > self.cutoff).astype(np.int64)
         errors.sort(key=lambda e: (e.row if e.row is not None else -1, e.field or ""))
         return Scored(

@@ -46,5 +46,5 @@ def naive_predict(rows: list[NaiveRow] | NaiveRow) -> list[dict[str, Any]] | dic
     items: list[BaseModel] = [rows] if single else rows  # type: ignore[list-item]
     frame = pd.DataFrame([item.model_dump() for item in items])
     scored = reference_model().predict(frame)
-    records: list[dict[str, Any]] = scored.to_dict(orient="records")  # type: ignore[assignment]
+    records: list[dict[str, Any]] = scored.to_dict(orient="records")
     return records[0] if single else records

@@ -186,10 +186,10 @@ def _measure_batch(server: BenchServer, body: bytes, reps: int) -> BatchRun:
     latency, floor = [], []
     try:
         for _ in range(reps):
-            answer = post(conn, PREDICT, body)
-            if answer.status != 200:
-                raise RuntimeError(f"batch POST {PREDICT}: HTTP {answer.status}: {answer.body[:300]!r}")
-            latency.append(answer.seconds)
+            reply = post(conn, PREDICT, body)
+            if reply.status != 200:
+                raise RuntimeError(f"batch POST {PREDICT}: HTTP {reply.status}: {reply.body[:300]!r}")
+            latency.append(reply.seconds)
             floor.append(json_floor(body, response))
     finally:
         conn.close()

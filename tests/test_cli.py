@@ -1,0 +1,83 @@
+"""The `propensity` command line, run as a user would (typer's runner, real registry on disk)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PROPENSITY_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    return tmp_path
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_import_list_show_verify(env: Path) -> None:
+    code, out = run("registry", "list")
+    assert code == 0 and "no versions" in out
+    code, out = run("import-notebook")
+    assert code == 0 and "propensity/v1 (production)" in out
+    code, out = run("registry", "list")
+    assert code == 0 and "v1" in out and "production" in out and "0.8022" in out
+    code, out = run("registry", "show", "production")
+    assert code == 0 and "cutoff 0.712" in out and "x5_saturday" in out
+    code, out = run("registry", "show", "v1", "--json")
+    assert code == 0 and json.loads(out)["version"] == "v1"
+    code, out = run("registry", "verify", "production")
+    assert code == 0 and "OK" in out
+
+
+def test_promote_rollback_and_errors(env: Path) -> None:
+    run("import-notebook")
+    run("import-notebook")
+    code, out = run("registry", "promote", "v2")
+    assert code == 0 and "production -> v2 (previous: v1)" in out
+    code, out = run("registry", "rollback")
+    assert code == 0 and "production -> v1" in out
+    code, out = run("registry", "promote", "v7")
+    assert code == 1 and "no version or alias 'v7'" in out
+    model = env / "artifacts" / "propensity" / "v2" / "model.joblib"
+    model.write_bytes(b"tampered")
+    code, out = run("registry", "verify", "v2")
+    assert code == 1 and "sha256" in out
+
+
+def test_make_data_and_train(env: Path) -> None:
+    csv = env / "train.csv"
+    code, out = run("make-data", "--rows", "3000", "--seed", "4", "--out", str(csv))
+    assert code == 0 and "wrote 3000 rows" in out
+    frame = pd.read_csv(csv)
+    assert frame.shape == (3000, 101) and set(frame["y"].unique()) == {0, 1}
+    code, out = run("make-data", "--rows", "10", "--out", str(env / "test.csv"), "--no-target")
+    assert code == 0 and "y" not in pd.read_csv(env / "test.csv").columns
+    code, out = run("train", "--data", str(csv))
+    assert code == 0 and "registered propensity/v1" in out and "AUC" in out
+    code, out = run("registry", "show", "v1", "--json")
+    assert json.loads(out)["training"]["splits"] == {"train": 2400, "val": 300, "test": 300}
+
+
+def test_train_bad_data_exits_nonzero_and_writes_nothing(env: Path) -> None:
+    csv = env / "bad.csv"
+    run("make-data", "--rows", "300", "--out", str(csv))
+    frame = pd.read_csv(csv)
+    frame["x7"] = frame["x7"].astype(object)
+    frame.loc[[4, 6], "x7"] = "garbage"
+    frame.to_csv(csv, index=False)
+    code, out = run("train", "--data", str(csv))
+    assert code == 1 and "column x7" in out and "4 ('garbage'" in out and "6 ('garbage'" in out
+    assert not (env / "artifacts" / "propensity").exists() or not any(
+        p.name.startswith("v") for p in (env / "artifacts" / "propensity").iterdir()
+    )
