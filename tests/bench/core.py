@@ -61,6 +61,7 @@ class Result:
     ratio: float | None = None
     ratio_label: str = ""
     target: Target | None = None
+    note: str = ""  # printed under the table
     details: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -120,6 +120,9 @@ def print_table(results: list[Result], facts: dict[str, Any], options: Options, 
             table.add_row(*cells(result), style=style)
         table.add_section()
     console.print(table)
+    for result in results:
+        if result.note:
+            console.print(f"  - {result.note}")
     for error in errors:
         console.print(f"[bold red]section failed:[/] {error}")
 
@@ -134,7 +137,8 @@ def markdown(results: list[Result], facts: dict[str, Any], options: Options, com
         "|" + "|".join(["---", *["---:"] * 4, "---", "---:", "---"]) + "|",
     ]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in results]
-    return "\n".join([*lines, "", NOTES, ""])
+    lines += ["", *(f"- {r.note}" for r in results if r.note), "", NOTES, ""]
+    return "\n".join(lines)
 
 
 def _as_json(result: Result) -> dict[str, Any]:

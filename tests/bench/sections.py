@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ PHAT_TOLERANCE = 1e-9
 class LoadRun:
     wrk: WrkResult
     worker_cpu_s: list[float]  # per worker, during the run
+    connections: list[int]  # per worker, sampled once during the run (the kernel decides who accepts)
 
     @property
     def cpu_ms_per_req(self) -> float:
@@ -36,12 +38,19 @@ class LoadRun:
 
 
 def _load(server: BenchServer, path: str, bodies: list[bytes], ctx: Context, seconds: float) -> LoadRun:
+    sampled: list[list[int]] = []
+    timer = threading.Timer(min(1.0, seconds / 2), lambda: sampled.append(server.connections()))
     before = server.worker_cpu()
-    result = run_wrk(server.base_url + path, bodies, concurrency=ctx.options.concurrency, seconds=seconds)
+    timer.start()
+    try:
+        result = run_wrk(server.base_url + path, bodies, concurrency=ctx.options.concurrency, seconds=seconds)
+    finally:
+        timer.cancel()
     after = server.worker_cpu()
     if result.errors:
         raise RuntimeError(f"{path}: {result.errors} failed requests under load; see {server.log_path}")
-    return LoadRun(result, [after[pid] - before.get(pid, 0.0) for pid in sorted(after)])
+    cpu = [after[pid] - before.get(pid, 0.0) for pid in sorted(after)]
+    return LoadRun(result, cpu, sampled[0] if sampled else [])
 
 
 def _phat(body: bytes) -> float:
@@ -72,7 +81,8 @@ def _summary(runs: list[LoadRun]) -> dict[str, Any]:
         "p50_ms_by_round": [round(r.wrk.p50_ms, 3) for r in runs],
         "p99_ms_by_round": [round(r.wrk.p99_ms, 3) for r in runs],
         "requests": sum(r.wrk.requests for r in runs),
-        "worker_cpu_share": [round(c / r.wrk.seconds, 2) for r in runs for c in r.worker_cpu_s],
+        "connections_per_worker_by_round": [r.connections for r in runs],
+        "worker_cpu_share_by_round": [[round(c / r.wrk.seconds, 2) for c in r.worker_cpu_s] for r in runs],
         "wrk_cpu_share": [round(r.wrk.client_cpu_s / r.wrk.seconds, 2) for r in runs],
     }
 
@@ -113,7 +123,18 @@ def single_row(ctx: Context) -> list[Result]:
     naive.ratio = median([p.wrk.rps / n.wrk.rps for p, n in zip(runs[PREDICT], runs[NAIVE], strict=True)])
     naive.ratio_label, naive.target = "/predict ÷ naive req/s", SINGLE_VS_NAIVE
     naive.details["max_abs_phat_diff_vs_predict"] = worst
+    hello.note = _connections_note(runs, c)
     return [hello, predict, naive]
+
+
+def _connections_note(runs: dict[str, list[LoadRun]], concurrency: int) -> str:
+    """How the kernel spread the wrk connections over the workers in each round (a source of noise)."""
+    split = {
+        path.rsplit("/", 1)[1]: " ".join("/".join(map(str, r.connections)) or "?" for r in rs)
+        for path, rs in runs.items()
+    }
+    shown = "; ".join(f"{name} {rounds}" for name, rounds in split.items())
+    return f"connections per worker, by round (of {concurrency}; whichever worker accepts first): {shown}"
 
 
 # --- (b) + (c): one 10,000-row batch, end to end ------------------------------------------------------------
@@ -173,28 +194,46 @@ class BatchRun:
     answer: bytes  # the /predict response body
     latency_s: list[float]
     floor_s: list[float]
+    hello_s: list[float]  # the same body POSTed to the hello-world: the HTTP and body-reading layers alone
     stages_ms: dict[str, float]
     cpu_ms_per_req: float
 
 
+def _post_ok(conn: http.client.HTTPConnection, path: str, body: bytes) -> float:
+    reply = post(conn, path, body)
+    if reply.status != 200:
+        raise RuntimeError(f"batch POST {path}: HTTP {reply.status}: {reply.body[:300]!r}")
+    return reply.seconds
+
+
 def _measure_batch(server: BenchServer, body: bytes, reps: int) -> BatchRun:
-    """`reps` sequential POSTs on one connection, each paired with one in-process JSON floor."""
+    """`reps` rounds on one keep-alive connection: POST /predict, POST hello, one in-process JSON floor."""
     answer = _warm_batch(server, PREDICT, body)
+    _warm_batch(server, HELLO, body)
     response = orjson.loads(answer)
-    before, cpu_before = _scrape(server), sum(server.worker_cpu().values())
+    before = _scrape(server)
     conn = http.client.HTTPConnection(HOST, server.port, timeout=120)
-    latency, floor = [], []
+    latency, floor, hello, cpu = [], [], [], 0.0
     try:
         for _ in range(reps):
-            reply = post(conn, PREDICT, body)
-            if reply.status != 200:
-                raise RuntimeError(f"batch POST {PREDICT}: HTTP {reply.status}: {reply.body[:300]!r}")
-            latency.append(reply.seconds)
+            cpu_before = sum(server.worker_cpu().values())
+            latency.append(_post_ok(conn, PREDICT, body))
+            cpu += sum(server.worker_cpu().values()) - cpu_before
+            hello.append(_post_ok(conn, HELLO, body))
             floor.append(json_floor(body, response))
     finally:
         conn.close()
-    cpu = sum(server.worker_cpu().values()) - cpu_before
-    return BatchRun(answer, latency, floor, _stage_means(before, _scrape(server)), 1e3 * cpu / reps)
+    return BatchRun(answer, latency, floor, hello, _stage_means(before, _scrape(server)), 1e3 * cpu / reps)
+
+
+def _stages_note(label: str, run: BatchRun) -> str:
+    st = run.stages_ms
+    return (
+        f"{label}: server-side mean ms per /predict: decode (body read + orjson.loads) {st.get('decode')}, "
+        f"score {st.get('score')}, encode (records + orjson.dumps) {st.get('encode')}, whole app "
+        f"{st.get('app')}; the same body to the hello-world takes {1e3 * median(run.hello_s):.0f} ms end to "
+        "end (HTTP + reading the body)"
+    )
 
 
 def _batch_results(label: str, body: bytes, run: BatchRun) -> list[Result]:
@@ -216,9 +255,11 @@ def _batch_results(label: str, body: bytes, run: BatchRun) -> list[Result]:
         ratio=median([t / f for t, f in zip(run.latency_s, run.floor_s, strict=True)]),
         ratio_label="/predict ÷ JSON floor latency",
         target=BATCH_VS_FLOOR,
+        note=_stages_note(label, run),
         details={
             "latency_ms": [round(1e3 * s, 2) for s in run.latency_s],
             "max_ms": round(1e3 * max(run.latency_s), 2),
+            "hello_same_body_ms": [round(1e3 * s, 2) for s in run.hello_s],
             "server_stage_mean_ms": run.stages_ms,
         },
     )

@@ -52,6 +52,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def _established_inodes(port: int) -> set[str]:
+    """Socket inodes of the established TCP connections whose local port is `port` (IPv4 loopback)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            inodes.add(fields[9])
+    return inodes
+
+
+def connections_per_worker(port: int, pids: list[int]) -> list[int]:
+    """How many established client connections each worker holds right now (from /proc)."""
+    inodes = _established_inodes(port)
+    counts = []
+    for pid in pids:
+        n = 0
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    link = os.readlink(fd)
+                except OSError:
+                    continue
+                n += link.startswith("socket:[") and link[8:-1] in inodes
+        except OSError:
+            pass
+        counts.append(n)
+    return counts
+
+
 class BenchServer:
     """`python -m gunicorn -c python:service.api.gunicorn_conf tests.bench.bench_app:app`, env-configured.
 
@@ -101,6 +130,9 @@ class BenchServer:
 
     def worker_cpu(self) -> dict[int, float]:
         return {pid: cpu_seconds(pid) for pid in self.worker_pids()}
+
+    def connections(self) -> list[int]:
+        return connections_per_worker(self.port, self.worker_pids())
 
     def _ask_worker(self) -> tuple[int, bool] | None:
         """GET /bench/worker on a fresh connection (so successive asks can land on different workers)."""
