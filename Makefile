@@ -45,5 +45,9 @@ test-unit: venv ## fast unit tests only
 bench: venv ## the benchmark: ratios measured side by side in one run (not a test)
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
+# Docker image targets (wheels, base-image, image, hadolint) and the local cluster (up, down, status).
+-include deploy/docker/docker.mk
+-include deploy/cluster/cluster.mk
+
 clean: ## remove caches (keeps .venv and artifacts)
 	rm -rf .mypy_cache .ruff_cache .hypothesis build *.egg-info

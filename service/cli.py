@@ -11,6 +11,9 @@ from typing import Annotated, NoReturn
 import typer
 
 from service.errors import PropensityError
+from service.lifecycle_cli import register as register_lifecycle_commands
+from service.ops.cluster import cli as cluster_cli
+from service.ops.swarm import cli as swarm_cli
 from service.settings import Settings
 
 app = typer.Typer(
@@ -20,6 +23,9 @@ app = typer.Typer(
 )
 registry_app = typer.Typer(help="The model registry: versions and aliases.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
+register_lifecycle_commands(app)  # drift-report, retrain, retrain-scheduler, experiment
+app.add_typer(cluster_cli, name="cluster")
+app.add_typer(swarm_cli, name="swarm")
 
 
 def _fail(exc: PropensityError) -> NoReturn:
@@ -194,6 +200,30 @@ def serve(
         "service.api.app:gunicorn_app()",
     ]
     os.execve(sys.executable, argv, env)  # exec: gunicorn becomes this process and receives SIGTERM directly
+
+
+@app.command()
+def autoscale(
+    dry_run: Annotated[
+        bool | None,
+        typer.Option(
+            "--dry-run/--apply", help="report decisions, never apply them (default: ..._AUTOSCALER_DRY_RUN)"
+        ),
+    ] = None,
+    once: Annotated[bool, typer.Option(help="take one decision, print it and exit")] = False,
+) -> None:
+    """Scale the Swarm api service from Prometheus load, HPA-style. Settings: PROPENSITY_AUTOSCALER_*."""
+    from pydantic import ValidationError
+
+    from service.ops.autoscaler.loop import run
+    from service.ops.autoscaler.settings import AutoscalerSettings
+
+    try:
+        settings = AutoscalerSettings() if dry_run is None else AutoscalerSettings(dry_run=dry_run)
+    except ValidationError as exc:
+        typer.echo(f"error: invalid PROPENSITY_AUTOSCALER_* settings:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run(settings, once=once))
 
 
 def main() -> None:

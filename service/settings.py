@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     port: int = Field(1313, ge=1, le=65535)
     workers: int = Field(2, ge=1, le=64)
     log_level: str = "info"
+    slow_request_seconds: float = Field(1.0, gt=0, description="log the request id of slower requests")
+    access_log: bool = Field(False, description="log every request's id (errors and slow ones always are)")
+    # Several replicas on one host network (the single-host Swarm stack): each task listens on
+    # slot_port_base + task_slot (task_slot from Swarm's {{.Task.Slot}}) instead of `port`, and
+    # reuse_port (SO_REUSEPORT) lets a task's replacement bind that port while the old task still drains.
+    task_slot: int | None = Field(None, ge=1, description="this replica's Swarm task slot (1, 2, ...)")
+    slot_port_base: int | None = Field(None, ge=1, le=65535, description="listen on this + task_slot")
+    reuse_port: bool = Field(False, description="SO_REUSEPORT on the listening socket")
 
     # request contract
     max_rows: int = Field(10_000, ge=1)
@@ -46,7 +54,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="redis://host:port/db; unset = in-process LRU")
     cache_enabled: bool = True
     cache_min_body_bytes: int = Field(
-        32 * 1024, ge=0, description="Only bodies at least this large are cached"
+        64 * 1024,
+        ge=0,
+        description="Only bodies at least this large (~25 rows) are cached: below, a Redis round trip and "
+        "the key hashing cost about what scoring saves (docs/cluster.md has the measurements)",
     )
     cache_ttl_seconds: int = Field(3600, ge=1)
     cache_max_value_bytes: int = Field(16 * 1024 * 1024, ge=1)
@@ -61,11 +72,65 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = Field(50, ge=0, description="requests allowed above the rate before 429s")
 
+    # drift monitoring (per worker: a rolling window of bucket counts; see service/ops/drift.py)
+    drift_enabled: bool = True
+    drift_window_rows: int = Field(50_000, ge=100, description="Rows the rolling window keeps (about)")
+    drift_chunk_rows: int = Field(5_000, ge=10, description="A window chunk closes at this many rows ...")
+    drift_chunk_seconds: float = Field(60.0, gt=0, description="... or when it is this old")
+    drift_max_chunks: int = Field(60, ge=1, description="Chunks kept in the window (bounds its time span)")
+    drift_min_rows: int = Field(1_000, ge=1, description="Rows a window needs before drift is reported")
+    drift_publish_seconds: float = Field(5.0, gt=0, description="How often a worker refreshes its gauges")
+    drift_psi_warn: float = Field(0.1, gt=0)
+    drift_psi_alert: float = Field(0.2, gt=0)
+    drift_js_warn: float = Field(0.13, gt=0, description="JS distance (base 2); ≈ PSI 0.1 for small shifts")
+    drift_js_alert: float = Field(0.19, gt=0, description="JS distance (base 2); ≈ PSI 0.2 for small shifts")
+    drift_missing_warn: float = Field(0.02, gt=0, description="|missing rate - reference| that warns")
+    drift_missing_alert: float = Field(0.05, gt=0)
+    drift_unseen_warn: float = Field(0.001, gt=0, description="share of rows with an unseen level that warns")
+    drift_unseen_alert: float = Field(0.01, gt=0)
+    drift_spool_dir: Path | None = Field(
+        None, description="Workers append closed window chunks here (for `drift-report --since`); unset = off"
+    )
+    drift_spool_retention_hours: float = Field(168.0, gt=0)
+
+    # gated retraining (service/model/retrain.py)
+    retrain_auto_promote: bool = Field(
+        True, description="Promote a challenger that passes the gate; false = stage it for a human to promote"
+    )
+    retrain_max_auc_drop: float = Field(0.005, ge=0, description="Challenger AUC may trail by at most this")
+    retrain_min_auc: float = Field(
+        0.7, ge=0, le=1, description="Holdout AUC floor (catches labels corrupted in the holdout too)"
+    )
+    retrain_max_log_loss_increase: float = Field(0.005, ge=0)
+    retrain_max_brier_increase: float = Field(0.002, ge=0)
+    retrain_max_flip_share: float = Field(1.0, ge=0, le=1, description="Share of flipped outcomes; 1 = off")
+    retrain_min_rows: int = Field(5_000, ge=200, description="Fewer rows fail validation")
+    retrain_min_class_share: float = Field(0.05, ge=0, lt=0.5, description="Minority class share at least")
+    retrain_max_missing_share: float = Field(0.5, gt=0, le=1, description="Per model column, at most")
+    retrain_bootstrap: int = Field(1_000, ge=0, description="Bootstrap resamples for the AUC intervals")
+    retrain_data_dir: Path | None = Field(None, description="Where the scheduler looks for the newest CSV")
+    retrain_every_seconds: float = Field(86_400.0, gt=0, description="Scheduler cadence")
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.model_version is not None and not self.model_version.startswith("v"):
             raise ValueError("model_version pins a version like 'v3'; use model_alias for an alias")
+        for name in ("psi", "js", "missing", "unseen"):
+            if getattr(self, f"drift_{name}_warn") > getattr(self, f"drift_{name}_alert"):
+                raise ValueError(f"drift_{name}_warn must not exceed drift_{name}_alert")
+        if self.slot_port_base is not None:
+            if self.task_slot is None:
+                raise ValueError("slot_port_base needs task_slot (PROPENSITY_TASK_SLOT={{.Task.Slot}})")
+            if self.slot_port_base + self.task_slot > 65535:
+                raise ValueError("slot_port_base + task_slot is not a port")
         return self
+
+    @property
+    def listen_port(self) -> int:
+        """The port to bind: slot_port_base + task_slot when a slot port base is set, else `port`."""
+        if self.slot_port_base is not None and self.task_slot is not None:
+            return self.slot_port_base + self.task_slot
+        return self.port
 
     @property
     def model_dir(self) -> Path:

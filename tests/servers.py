@@ -28,7 +28,9 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def worker_pids(self) -> set[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        )
         return {int(p) for p in out.stdout.split()}
 
     def stop(self) -> None:
@@ -41,17 +43,29 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def start_server(artifacts: Path, log_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None,
-                 timeout: float = 60.0) -> Server:
+def start_server(
+    artifacts: Path,
+    log_dir: Path,
+    *,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Server:
     port = free_port()
     log = log_dir / f"serve-{port}.log"
-    full_env = {**os.environ, "PROPENSITY_ARTIFACTS_DIR": str(artifacts), "PROPENSITY_HOST": "127.0.0.1",
-                **(env or {})}
+    full_env = {
+        **os.environ,
+        "PROPENSITY_ARTIFACTS_DIR": str(artifacts),
+        "PROPENSITY_HOST": "127.0.0.1",
+        **(env or {}),
+    }
     full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with log.open("wb") as fh:
         process = subprocess.Popen(
             [PROPENSITY, "serve", "--port", str(port), "--workers", str(workers)],
-            stdout=fh, stderr=subprocess.STDOUT, env=full_env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=full_env,
         )
     server = Server(process, port, log)
     deadline = time.monotonic() + timeout

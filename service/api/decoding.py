@@ -56,7 +56,7 @@ def decode_rows(body: bytes, *, max_rows: int, max_errors: int) -> DecodedBody:
     if not isinstance(payload, list):
         raise BadBodyShape(f"expected a JSON object or an array of objects, got {type(payload).__name__}")
     if not payload:
-        raise BadBodyShape("the array is empty; send 1 to %d rows" % max_rows)
+        raise BadBodyShape(f"the array is empty; send 1 to {max_rows} rows")
     if len(payload) > max_rows:
         raise PayloadTooLarge(
             f"{len(payload)} rows exceed the limit of {max_rows} rows per request; split the batch",

@@ -15,20 +15,25 @@ from service.settings import Settings
 
 _settings = Settings()
 
-bind = [f"{_settings.host}:{_settings.port}"]
+bind = [f"{_settings.host}:{_settings.listen_port}"]
+# SO_REUSEPORT (off unless PROPENSITY_REUSE_PORT): on a shared host network a Swarm start-first update
+# starts the new task on its slot's port while the old one still drains; the kernel shares new connections.
+reuse_port = _settings.reuse_port
 workers = _settings.workers
-worker_class = "uvicorn.workers.UvicornWorker"
+worker_class = "service.api.worker.Worker"  # uvicorn, one write per response (see worker.py)
 keepalive = 75  # longer than nginx's upstream keepalive_timeout, so nginx closes idle connections first
 graceful_timeout = 30
 timeout = 60
-backlog = 2048
+backlog = 4096  # the kernel caps it at net.core.somaxconn (4096 here): room for nginx's bursts
 accesslog = None
 loglevel = _settings.log_level
-proc_name = f"propensity:{_settings.port}"
+proc_name = f"propensity:{_settings.listen_port}"
 control_socket_disable = True  # several servers share a host; each would fight over one default socket path
 
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"propensity-metrics-{_settings.port}-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix=f"propensity-metrics-{_settings.listen_port}-"
+    )
 
 
 def on_starting(server: Any) -> None:

@@ -105,6 +105,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.cache_stores = Counter(
+            p + "cache_stores",
+            "Response cache stores by result: stored, dropped (writer queue full or breaker open), error",
+            ["result"],
+            registry=r,
+        )
         self.cache_seconds = Histogram(
             p + "cache_duration_seconds",
             "Successful Redis calls by operation",
@@ -157,6 +163,55 @@ class Metrics:
             p + "model_swaps", "Model version changes by result", ["result"], registry=r
         )
         self.outcome_children = (self.outcomes.labels("0"), self.outcomes.labels("1"))
+        self._drift_gauges(p, r)
+
+    def _drift_gauges(self, p: str, r: CollectorRegistry) -> None:
+        """Input drift per worker window (service/ops/drift_monitor.py).
+
+        Each worker computes over its own rolling window. Workers see random shares of the same traffic, so
+        their windows estimate the same distribution; "livemax" reports the worst live worker (conservative
+        for alerting, and a dead worker's stale window drops out). Rows in the windows add up ("livesum").
+        """
+        self.drift_psi = Gauge(
+            p + "drift_psi",
+            "Population stability index of a model input (or phat) vs the model's training reference",
+            ["feature"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.drift_js = Gauge(
+            p + "drift_js_distance",
+            "Jensen-Shannon distance (base 2) of a categorical input vs the training reference",
+            ["feature"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.drift_missing = Gauge(
+            p + "drift_missing_rate",
+            "Share of missing values of a model input in the drift window",
+            ["feature"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.drift_status = Gauge(
+            p + "drift_status",
+            "Drift status of a model input (or phat): 0 ok, 1 warn, 2 alert",
+            ["feature"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.drift_unseen = Gauge(
+            p + "drift_unseen_share",
+            "Share of rows in the drift window with at least one unseen category level",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.drift_rows = Gauge(
+            p + "drift_rows_in_window",
+            "Rows in the drift window(s); statistics are reported from PROPENSITY_DRIFT_MIN_ROWS per worker",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
 
     def observe_phat(self, values: Iterable[float]) -> None:
         """Bulk-observe a batch of probabilities: one update per bucket, not per row.

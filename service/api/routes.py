@@ -119,6 +119,8 @@ async def predict(request: Request) -> Response:
         if not scored.bad_rows
         else (p for i, p in enumerate(scored.phat) if i not in scored.bad_rows)
     )
+    if state.drift is not None:
+        state.drift.observe(model, scored)  # O(1): the statistics are computed lazily
     if keys and not scored.bad_rows and not scored.unseen and len(out) <= settings.cache_max_value_bytes:
         cache.set(keys, out)
     return Response(out, media_type=JSON, headers=headers)
@@ -204,5 +206,7 @@ async def model_info(request: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics_endpoint(request: Request) -> Response:
+    if request.app.state.drift is not None:
+        request.app.state.drift.publish()  # this worker's drift gauges, fresh for the scrape
     data, content_type = request.app.state.metrics.render()
     return Response(data, media_type=content_type)

@@ -75,8 +75,13 @@ class CompiledModel:
         dummies = prepare.named_transformers_["dummies"]
 
         self.numeric: list[NumericInput] = []
+        self.products: list[tuple[str, str, str]] = []  # (model input "a*b", a, b): pairwise interactions
         by_column: dict[str, dict[str, int]] = {}
         for feature in self.features:
+            if "*" in feature:
+                a, _, b = feature.partition("*")
+                self.products.append((feature, a, b))
+                continue
             if feature in numeric_columns:
                 j = numeric_columns.index(feature)
                 self.numeric.append(
@@ -101,8 +106,13 @@ class CompiledModel:
             )
             for c, d in by_column.items()
         ]
+        plain = set(self.features) - {name for name, _, _ in self.products}
+        for name, a, b in self.products:
+            if a not in plain or b not in plain:
+                raise ArtifactError(f"cannot compile model input {name!r}: both factors must be model inputs")
         self.output_keys = sorted([*self.features, "business_outcome", "phat"])
         self.used_columns = [n.name for n in self.numeric] + [c.column for c in self.categories]
+        self.reference: dict[str, Any] = {}  # the artifact's reference_distributions (drift monitoring)
 
     @staticmethod
     def _dummy_source(feature: str, levels: dict[str, list[Any]]) -> tuple[str, str | None]:
@@ -118,12 +128,14 @@ class CompiledModel:
 
     @classmethod
     def from_artifact(cls, artifact: LoadedArtifact) -> CompiledModel:
-        return cls(
+        compiled = cls(
             artifact.model,
             version=artifact.version,
             sha256=artifact.sha256,
             name=str(artifact.metadata.get("name", "propensity")),
         )
+        compiled.reference = artifact.metadata.get("reference_distributions") or {}
+        return compiled
 
     def score(self, rows: list[dict[str, Any]], *, reject_unseen: bool = False) -> Scored:
         n = len(rows)
@@ -169,6 +181,8 @@ class CompiledModel:
                 indicator = (codes < 0) if level == MISSING_CODE else (codes == level)
                 contributions[feature] = indicator.astype(np.float64)
                 columns[feature] = indicator.astype(np.int64)
+        for name, a, b in self.products:
+            columns[name] = contributions[name] = contributions[a] * contributions[b]
         for feature, coef in zip(self.features, self.coefficients, strict=True):
             eta += coef * contributions[feature]
         with np.errstate(over="ignore"):  # exp overflow -> inf -> phat 0.0, the correct limit

@@ -20,7 +20,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_selection import SelectorMixin
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import ClassifierTags, Tags
@@ -58,7 +59,7 @@ def _raw_values(frame: pd.DataFrame, column: str) -> list[Any]:
     return series.tolist() if column in frame.columns else []
 
 
-class RawInputParser(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+class RawInputParser(TransformerMixin, BaseEstimator):
     """Parse raw exercise_26 columns: numbers, money and percent strings, missing spellings, categories.
 
     Numeric columns come out as float64 (NaN = missing); categorical columns as trimmed strings or NaN.
@@ -132,7 +133,7 @@ class RawInputParser(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return np.asarray(self.numeric_columns_ + self.categorical_columns_, dtype=object)
 
 
-class NotebookDummies(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+class NotebookDummies(TransformerMixin, BaseEstimator):
     """pandas.get_dummies(col, drop_first=True, dummy_na=True) per column, as a fitted transformer.
 
     Levels are learned at fit and sorted the way pandas sorts them; the first is the baseline (all zeros).
@@ -214,13 +215,17 @@ class NotebookDummies(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return codes
 
 
-class L1TopKSelector(SelectorMixin, BaseEstimator):  # type: ignore[misc]
+class L1TopKSelector(SelectorMixin, BaseEstimator):
     """Keep the k features with the largest squared coefficient of an L1 logistic regression.
 
     The notebook's recipe: LogisticRegression(penalty='l1', fit_intercept=False, solver='liblinear')
     then `nlargest(k)` of the squared coefficients. `features` fixes the selection instead (used to rebuild
     an approved model from its published figures). `selected_features_` keeps the selection order
     (largest first); transform returns the features in that order.
+
+    With `Cs`, the L1 strength is chosen first by `cv`-fold stratified cross-validation (log loss) over
+    those values (`C_` is the choice; with `C` fixed, `C_ == C`), and only features with a non-zero
+    coefficient are kept: fewer than k when the chosen penalty zeroes more.
     """
 
     def __init__(
@@ -230,12 +235,16 @@ class L1TopKSelector(SelectorMixin, BaseEstimator):  # type: ignore[misc]
         features: Sequence[str] | None = None,
         max_iter: int = 100,
         random_state: int | None = None,
+        Cs: Sequence[float] | None = None,
+        cv: int = 5,
     ):
         self.k = k
         self.C = C
         self.features = features
         self.max_iter = max_iter
         self.random_state = random_state
+        self.Cs = Cs
+        self.cv = cv
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
@@ -256,6 +265,7 @@ class L1TopKSelector(SelectorMixin, BaseEstimator):  # type: ignore[misc]
             order = [int(np.flatnonzero(names == f)[0]) for f in self.features]
             self.l1_coef_ = None
             self.n_iter_ = 0
+            self.C_ = self.C
         else:
             if y is None:
                 raise ValueError("requires y to be passed, but the target y is None")
@@ -263,23 +273,37 @@ class L1TopKSelector(SelectorMixin, BaseEstimator):  # type: ignore[misc]
                 raise ValueError("L1 selection needs both classes in y; got one class")
             if not 1 <= self.k <= arr.shape[1]:
                 raise ValueError(f"k={self.k} must be between 1 and the number of features ({arr.shape[1]})")
-            model = LogisticRegression(
-                l1_ratio=1.0,
-                C=self.C,
-                fit_intercept=False,
-                solver="liblinear",
-                max_iter=self.max_iter,
-                random_state=self.random_state,
-            )
+            model = self._l1_model()
             model.fit(arr, y)
+            self.C_ = float(model.C_) if self.Cs is not None else self.C
             squared = model.coef_.ravel() ** 2
             # nlargest keeps the first occurrence among ties: a stable sort on the negated value does too.
             order = [int(i) for i in np.argsort(-squared, kind="stable")[: self.k]]
+            if self.Cs is not None:
+                order = [i for i in order if squared[i] > 0] or order[:1]
             self.l1_coef_ = model.coef_.ravel().copy()
             self.n_iter_ = int(np.max(model.n_iter_))
         self.order_ = np.asarray(order, dtype=np.int64)
         self.selected_features_ = [str(names[i]) for i in order]
         return self
+
+    def _l1_model(self) -> LogisticRegression | LogisticRegressionCV:
+        common: dict[str, Any] = {
+            "fit_intercept": False,
+            "solver": "liblinear",
+            "max_iter": self.max_iter,
+            "random_state": self.random_state,
+        }
+        if self.Cs is None:
+            return LogisticRegression(l1_ratio=1.0, C=self.C, **common)
+        return LogisticRegressionCV(
+            Cs=list(self.Cs),
+            l1_ratios=(1.0,),
+            cv=StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state or 0),
+            scoring="neg_log_loss",
+            use_legacy_attributes=False,
+            **common,
+        )
 
     def _get_support_mask(self) -> np.ndarray:
         check_is_fitted(self, "order_")
@@ -297,6 +321,52 @@ class L1TopKSelector(SelectorMixin, BaseEstimator):  # type: ignore[misc]
         return np.asarray(self.selected_features_, dtype=object)
 
 
+def _source(name: str) -> str | None:
+    """The categorical column an indicator feature comes from ("x81_July" -> "x81"); None for numeric."""
+    column, sep, _ = name.partition("_")
+    return column if sep else None
+
+
+class PairwiseInteractions(TransformerMixin, BaseEstimator):
+    """Append the products of pairs of the input features, named "a*b", after the inputs themselves.
+
+    Pairs of indicators of the same categorical column ("x81_July*x81_May") are zero by construction and
+    are skipped, as are products that are constant on the fitting rows (no information, and a singular
+    design for the GLM). `pairs_` holds the kept (i, j) column pairs.
+    """
+
+    def __init__(self, separator: str = "*"):
+        self.separator = separator
+
+    def fit(self, X: Any, y: Any = None) -> PairwiseInteractions:
+        arr = validate_data(self, X, dtype=np.float64, reset=True)
+        names = [str(n) for n in getattr(self, "feature_names_in_", [f"x{i}" for i in range(arr.shape[1])])]
+        pairs = []
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                source = _source(names[i])
+                if source is not None and source == _source(names[j]):
+                    continue
+                if np.ptp(arr[:, i] * arr[:, j]) == 0:
+                    continue
+                pairs.append((i, j))
+        self.input_names_ = names
+        self.pairs_ = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "pairs_")
+        arr = validate_data(self, X, dtype=np.float64, reset=False)
+        products = arr[:, self.pairs_[:, 0]] * arr[:, self.pairs_[:, 1]]
+        return np.hstack([arr, products])
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self, "pairs_")
+        names = self.input_names_
+        products = [f"{names[i]}{self.separator}{names[j]}" for i, j in self.pairs_.tolist()]
+        return np.asarray([*names, *products], dtype=object)
+
+
 def build_pipeline(
     schema: InputSchema,
     *,
@@ -304,8 +374,16 @@ def build_pipeline(
     C: float = 1.0,
     impute_strategy: str = "mean",
     features: Sequence[str] | None = None,
+    Cs: Sequence[float] | None = None,
+    cv: int = 5,
+    interactions: bool = False,
+    random_state: int | None = None,
 ) -> Pipeline:
-    """The notebook's preprocessing and selection as one (unfitted) Pipeline with pandas output."""
+    """The notebook's preprocessing and selection as one (unfitted) Pipeline with pandas output.
+
+    The options are the study's alternatives (service/model/training.py RECIPES): L1 strength chosen by
+    cross-validation (`Cs`, `cv`), median imputation, pairwise interactions of the selected features.
+    """
     numeric = Pipeline([("impute", SimpleImputer(strategy=impute_strategy)), ("scale", StandardScaler())])
     prepare = ColumnTransformer(
         [
@@ -319,7 +397,9 @@ def build_pipeline(
         [
             ("parse", RawInputParser(formats=dict(schema.formats), categorical=list(schema.categorical))),
             ("prepare", prepare),
-            ("select", L1TopKSelector(k=k, C=C, features=features)),
+            ("select", L1TopKSelector(k=k, C=C, features=features, Cs=Cs, cv=cv, random_state=random_state)),
         ]
     )
+    if interactions:
+        pipeline.steps.append(("interact", PairwiseInteractions()))
     return pipeline.set_output(transform="pandas")

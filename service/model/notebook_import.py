@@ -81,7 +81,7 @@ def approved_metadata(model: FittedModel) -> dict[str, Any]:
     profile["source"] = f"replica data ({PROFILE_ROWS} rows, seed {PROFILE_SEED}) calibrated to the notebook"
     raw = resources.files("service.model").joinpath("reference/notebook_model.json").read_bytes()
     return {
-        "description": "The business-approved notebook model (GLM_Model_26), rebuilt from its published figures",
+        "description": "The business-approved notebook model (GLM_Model_26), rebuilt from its figures",
         "data_sha256": hashlib.sha256(raw).hexdigest(),
         "training": {
             "source": "notebook",

@@ -87,7 +87,7 @@ def parse_number(value: Any, fmt: str) -> float:
             return math.nan
         if math.isinf(value):
             raise ValueError("not a finite number")
-        return value  # type: ignore[no-any-return]
+        return value
     if kind is int:
         out = float(value)  # a huge int raises OverflowError; the column parser reports it
         if math.isinf(out):

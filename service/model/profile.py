@@ -25,7 +25,7 @@ def _numeric_profile(values: np.ndarray) -> dict[str, Any]:
 
 
 def reference_distributions(parsed: pd.DataFrame, schema: InputSchema, phat: np.ndarray) -> dict[str, Any]:
-    """parsed: the RawInputParser output (floats for numeric columns, trimmed strings or NaN for categories)."""
+    """parsed: the RawInputParser output (floats for numeric columns, strings or NaN for categories)."""
     numeric = {c: _numeric_profile(parsed[c].to_numpy(dtype=np.float64)) for c in schema.numeric}
     categorical: dict[str, Any] = {}
     for column in schema.categorical:

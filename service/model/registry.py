@@ -84,7 +84,7 @@ class Registry:
         self.name = name
         self.dir = self.root / name
 
-    # --- reading ---------------------------------------------------------------------------------------------
+    # --- reading --------------------------------------------------------------------------------
     def versions(self) -> list[str]:
         if not self.dir.is_dir():
             return []
@@ -151,7 +151,7 @@ class Registry:
             )
         return out
 
-    # --- writing ---------------------------------------------------------------------------------------------
+    # --- writing --------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)

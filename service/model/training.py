@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -36,15 +37,55 @@ GOLDEN_ROWS = 8
 MAX_NAMED = 5
 
 
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # L1 strengths tried by cross-validation
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """How to train. The default is the approved notebook's recipe."""
+    """How to train. The default is the approved notebook's recipe; the options are the study's.
+
+    cv_folds > 0: choose the L1 strength C by cross-validation over C_GRID (log loss) before selecting.
+    impute_strategy: "mean" (notebook) or "median".
+    interactions: add the pairwise products of the selected features to the GLM.
+    preprocess_on: "train" (notebook: imputer, scaler, dummies fit on the train split) or "all" (on all
+    training rows; the L1 selection and the preliminary fit still use the train split only).
+    """
 
     name: str = "notebook"
     k: int = 25
     C: float = 1.0
     impute_strategy: str = "mean"
     cutoff_quantile: float = 0.75
+    cv_folds: int = 0
+    interactions: bool = False
+    preprocess_on: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.impute_strategy not in ("mean", "median"):
+            raise ValueError(f"impute_strategy must be mean or median, got {self.impute_strategy!r}")
+        if self.preprocess_on not in ("train", "all"):
+            raise ValueError(f"preprocess_on must be train or all, got {self.preprocess_on!r}")
+        if self.cv_folds == 1 or self.cv_folds < 0:
+            raise ValueError("cv_folds must be 0 (fixed C) or at least 2")
+
+    def options(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name"}
+
+
+RECIPES: dict[str, Recipe] = {
+    "notebook": Recipe(),
+    "cv-l1": Recipe(name="cv-l1", cv_folds=5),
+    "median": Recipe(name="median", impute_strategy="median"),
+    "interactions": Recipe(name="interactions", interactions=True),
+    "all-rows": Recipe(name="all-rows", preprocess_on="all"),
+}
+
+
+def recipe_named(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"no recipe {name!r}; known: {', '.join(RECIPES)}") from None
 
 
 @dataclass
@@ -99,7 +140,8 @@ def read_training_csv(path: Path, schema: InputSchema, *, require_target: bool =
         if bad.size:
             raise DataValidationError(
                 f"{path}: column {schema.target} must be 0 or 1; {bad.size} row(s) are not, "
-                f"first rows: {_rows(frame.index, bad)} (values {frame[schema.target].iloc[bad[:3]].tolist()})"
+                f"first rows: {_rows(frame.index, bad)} "
+                f"(values {frame[schema.target].iloc[bad[:3]].tolist()})"
             )
         if y.nunique() < 2:
             raise DataValidationError(f"{path}: column {schema.target} has a single class; need both 0 and 1")
@@ -136,8 +178,21 @@ def train(
     parsed_all = parser.transform(frame[list(schema.columns)])
 
     splits = split_like_notebook(frame, schema.target)
-    pipeline = build_pipeline(schema, k=recipe.k, C=recipe.C, impute_strategy=recipe.impute_strategy)
-    pipeline.fit(splits.X_train, splits.y_train)
+    pipeline = build_pipeline(
+        schema,
+        k=recipe.k,
+        C=recipe.C,
+        impute_strategy=recipe.impute_strategy,
+        Cs=C_GRID if recipe.cv_folds else None,
+        cv=recipe.cv_folds or 5,
+        interactions=recipe.interactions,
+    )
+    if recipe.preprocess_on == "all":
+        head, tail = pipeline[:2], pipeline[2:]  # (parse, prepare) on every row; the rest on train
+        head.fit(frame.drop(columns=[schema.target]))
+        tail.fit(head.transform(splits.X_train), splits.y_train)
+    else:
+        pipeline.fit(splits.X_train, splits.y_train)
     features = [str(f) for f in pipeline.get_feature_names_out()]
 
     Z = {name: pipeline.transform(getattr(splits, f"X_{name}")) for name in ("train", "val", "test")}
@@ -153,6 +208,12 @@ def train(
     cutoff = float(np.quantile(phat_all, recipe.cutoff_quantile))
     auc["all_final"] = float(roc_auc_score(y_all, phat_all))
     model = FittedModel(pipeline=pipeline, coefficients=coefficients, cutoff=cutoff)
+    phat_train = np.asarray(preliminary.predict(Z["train"]), dtype=np.float64)
+    train_split_model = FittedModel(
+        pipeline=pipeline,
+        coefficients=preliminary.params.reindex(features).to_numpy(dtype=np.float64),
+        cutoff=float(np.quantile(phat_train, recipe.cutoff_quantile)),
+    )
 
     golden_raw = splits.X_val.head(GOLDEN_ROWS)
     golden_phat = model.phat(golden_raw)
@@ -163,7 +224,9 @@ def train(
         "training": {
             "source": "csv",
             "recipe": recipe.name,
-            "options": {"k": recipe.k, "C": recipe.C, "impute_strategy": recipe.impute_strategy},
+            "options": recipe.options(),
+            "chosen_C": float(selector.C_),
+            "features_kept": len(features),
             "rows": len(frame),
             "splits": splits.sizes,
             "random_state": RANDOM_STATE,
@@ -195,7 +258,8 @@ def train(
         "metrics": {"auc": auc},
         "cutoff": {
             "value": cutoff,
-            "rule": f"quantile {recipe.cutoff_quantile} of the final model's phat on all {len(frame)} training rows",
+            "rule": f"quantile {recipe.cutoff_quantile} of the final model's phat on all {len(frame)} "
+            "training rows",
         },
         "golden_rows": {
             "source": "first validation-split rows of the training CSV",
@@ -208,7 +272,9 @@ def train(
         "reference_distributions": reference_distributions(parsed_train, schema, model.phat(splits.X_train)),
     }
     summary = str(final.summary2()) if hasattr(final, "summary2") else str(final.summary())
-    return TrainingResult(model=model, metadata=metadata, summary=summary, seconds=seconds)
+    # For evaluation: the train-split fit has not seen the val/test rows (the final model has, by recipe).
+    extra = {"splits": splits, "train_split_model": train_split_model}
+    return TrainingResult(model=model, metadata=metadata, summary=summary, seconds=seconds, extra=extra)
 
 
 def train_csv(path: Path, registry: Registry, recipe: Recipe | None = None) -> tuple[str, TrainingResult]:

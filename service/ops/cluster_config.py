@@ -55,7 +55,9 @@ class ClusterConfig:
             raise ValueError(f"ports must be 1..65535: {ports}")
 
     @classmethod
-    def from_settings(cls, run_dir: Path, settings: Settings | None = None, **overrides: Any) -> ClusterConfig:
+    def from_settings(
+        cls, run_dir: Path, settings: Settings | None = None, **overrides: Any
+    ) -> ClusterConfig:
         settings = settings or Settings()
         base: dict[str, Any] = {
             "run_dir": Path(run_dir).resolve(),
@@ -167,16 +169,30 @@ def nginx_conf(config: ClusterConfig, template: str | None = None) -> str:
     if template is None:
         template = NGINX_TEMPLATE.read_text()
     servers = "\n".join(
-        f"        server {HOST}:{port} max_fails=1 fail_timeout=2s;" for port in config.replica_ports()
+        f"        server {HOST}:{port} max_fails=3 fail_timeout=2s;" for port in config.replica_ports()
     )
     limited = config.rate_limit_per_second > 0
     rate = f"{config.rate_limit_per_second:g}r/s"
+    burst = f" burst={config.rate_limit_burst} nodelay" if config.rate_limit_burst > 0 else ""
+    run = config.run_dir
     values = {
         # Workers drop root when nginx starts as root; the run dir may not be reachable by `nobody`
         # (e.g. a 0700 temp dir), so they keep the invoking user. Non-root: the directive must be absent.
         "USER": "user root root;" if os.geteuid() == 0 else "# (not root: workers run as the invoking user)",
         "WORKER_PROCESSES": str(config.nginx_workers),
-        "RUN_DIR": str(config.run_dir),
+        "PID_FILE": f"{run}/nginx.pid",
+        "ERROR_LOG": f"{run}/logs/nginx-error.log",
+        "ACCESS_LOG": f"{run}/logs/nginx-access.log",
+        "TEMP_PATHS": "\n".join(
+            f"    {kind}_temp_path {run}/nginx/{name};"
+            for kind, name in [
+                ("client_body", "client_body"),
+                ("proxy", "proxy"),
+                ("fastcgi", "fastcgi"),
+                ("uwsgi", "uwsgi"),
+                ("scgi", "scgi"),
+            ]
+        ),
         "UPSTREAM_SERVERS": servers,
         "RATE_LIMIT_ZONE": (
             f"    limit_req_zone $binary_remote_addr zone=predict:10m rate={rate};\n"
@@ -186,11 +202,13 @@ def nginx_conf(config: ClusterConfig, template: str | None = None) -> str:
             else "    # rate limit off (PROPENSITY_RATE_LIMIT_PER_SECOND=0)"
         ),
         "RATE_LIMIT": (
-            f"            limit_req zone=predict burst={config.rate_limit_burst} nodelay;"
+            f"            limit_req zone=predict{burst};"
             if limited
             else "            # no limit_req: rate limit off"
         ),
-        "NGINX_PORT": str(config.nginx_port),
+        "LISTEN": f"{HOST}:{config.nginx_port}",
+        "API_KEYS": "    # no API keys on loopback (the Swarm stacks check X-API-Key)",
+        "REQUIRE_API_KEY": "            # no API key check",
         "MAX_BODY_BYTES": str(config.max_body_bytes),
         "GZIP_MIN_LENGTH": str(config.gzip_min_length),
         "RETRY_TRIES": str(config.retry_tries),

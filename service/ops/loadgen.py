@@ -176,6 +176,11 @@ class LoadRunner:
         """Requests completed so far (any outcome)."""
         return self.result.sent
 
+    @property
+    def in_flight(self) -> int:
+        """Requests sent (or being sent) whose response has not arrived yet."""
+        return self._next - self.result.sent
+
     def run(self) -> LoadResult:
         """Run in the calling thread and return the result."""
         loop_factory = None
@@ -210,7 +215,9 @@ class LoadRunner:
 
     def wait(self, timeout: float | None = None) -> LoadResult:
         assert self._thread is not None, "start() first"
-        self._thread.join(timeout if timeout is not None else self.deadline_seconds + self.request_timeout + 5)
+        self._thread.join(
+            timeout if timeout is not None else self.deadline_seconds + self.request_timeout + 5
+        )
         if self._thread.is_alive():
             raise TimeoutError("the load generator did not finish in time")
         if self._error is not None:
@@ -246,10 +253,17 @@ class LoadRunner:
                         assert reader is not None
                         writer.write(request)
                         response, keep = await _read_response(reader, self.header)
-                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError) as exc:
+                except (
+                    OSError,
+                    asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError,
+                    TimeoutError,
+                    ValueError,
+                ) as exc:
                     result.sent += 1
                     result.errors[_error_kind(exc)] += 1
-                    writer = await _close(writer)
+                    await _close(writer)
+                    writer = None
                     continue
                 result.sent += 1
                 result.statuses[response.status] += 1
@@ -257,7 +271,8 @@ class LoadRunner:
                 if response.header is not None:
                     result.header_values[response.header] += 1
                 if not keep:
-                    writer = await _close(writer)
+                    await _close(writer)
+                    writer = None
         finally:
             await _close(writer)
 
@@ -267,4 +282,3 @@ async def _close(writer: asyncio.StreamWriter | None) -> None:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
-    return None

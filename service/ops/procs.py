@@ -54,14 +54,20 @@ def is_running(record: ProcessRecord) -> bool:
     return stat is not None and stat[1] == record.start_time and stat[0] not in ("Z", "X")
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
 
 
 _children: dict[int, subprocess.Popen[bytes]] = {}  # ours to reap when this process started them
@@ -127,11 +133,11 @@ def stop(record: ProcessRecord, *, timeout: float = 15.0, sig: signal.Signals = 
 def _orphaned_group(record: ProcessRecord) -> bool:
     """Our leader is dead (gone or a zombie) but members of its process group live on.
 
-    A pid that is still some group's id is never handed out again, so the group is ours.
+    A pid that is still some group's id is never handed out again, so such a group is ours.
     """
     stat = _stat(record.pid)
     leader_dead = stat is None or (stat[0] in ("Z", "X") and stat[1] == record.start_time)
-    return leader_dead and group_alive(record.pid)
+    return leader_dead and bool(group_members(record.pid))
 
 
 def _kill_leftovers(record: ProcessRecord) -> None:

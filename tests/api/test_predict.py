@@ -18,20 +18,25 @@ EXPECTED_KEYS = sorted([*FEATURES, "business_outcome", "phat"])
 
 
 def post(client: TestClient, body: Any, **headers: str) -> Any:
-    return client.post("/predict", content=orjson.dumps(body), headers={"content-type": "application/json", **headers})
+    return client.post(
+        "/predict", content=orjson.dumps(body), headers={"content-type": "application/json", **headers}
+    )
 
 
 def as_strings(row: dict[str, Any]) -> dict[str, Any]:
     return {k: ("" if v is None else str(v)) for k, v in row.items()}
 
 
-def test_reference_rows_as_an_array(client: TestClient, reference_rows: list[dict[str, Any]],
-                                    reference_phat: list[float]) -> None:
+def test_reference_rows_as_an_array(
+    client: TestClient, reference_rows: list[dict[str, Any]], reference_phat: list[float]
+) -> None:
     r = post(client, reference_rows)
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert r.headers["x-model-version"] == "v1"
     body = r.json()
-    assert [abs(row["phat"] - want) <= 1e-9 for row, want in zip(body, reference_phat, strict=True)] == [True] * 5
+    assert [abs(row["phat"] - want) <= 1e-9 for row, want in zip(body, reference_phat, strict=True)] == [
+        True
+    ] * 5
     assert [row["business_outcome"] for row in body] == [0, 0, 1, 0, 1]
 
 
@@ -71,7 +76,9 @@ def test_categories_trimmed_and_case_folded(client: TestClient, reference_rows: 
     assert post(client, row).content == base
 
 
-def test_missing_spellings_and_absent_keys_agree(client: TestClient, reference_rows: list[dict[str, Any]]) -> None:
+def test_missing_spellings_and_absent_keys_agree(
+    client: TestClient, reference_rows: list[dict[str, Any]]
+) -> None:
     answers = set()
     for spelling in (None, "", "nan", "NaN", "null", "None", "ABSENT"):
         row = dict(reference_rows[0])
@@ -90,8 +97,9 @@ def test_unknown_keys_are_ignored(client: TestClient, reference_rows: list[dict[
     assert "propensity_unknown_keys_total" in metrics
 
 
-def test_unseen_category_scored_as_missing_and_counted(client: TestClient,
-                                                        reference_rows: list[dict[str, Any]]) -> None:
+def test_unseen_category_scored_as_missing_and_counted(
+    client: TestClient, reference_rows: list[dict[str, Any]]
+) -> None:
     as_missing = post(client, dict(reference_rows[0], x31=None))
     unseen = post(client, dict(reference_rows[0], x31="mars"))
     assert unseen.status_code == 200 and unseen.headers["x-unseen-categories"] == "1"

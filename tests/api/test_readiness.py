@@ -26,7 +26,9 @@ def _registry_with_bad_production(tmp_path: Path, good: Path) -> Registry:
     meta = json.loads(meta_path.read_text())
     meta["version"] = "v2"
     meta_path.write_text(json.dumps(meta))  # v2 now fails its sha256 check
-    (registry.dir / "aliases.json").write_text(json.dumps({"production": {"version": "v2", "history": ["v1"]}}))
+    (registry.dir / "aliases.json").write_text(
+        json.dumps({"production": {"version": "v2", "history": ["v1"]}})
+    )
     return registry
 
 
@@ -39,8 +41,11 @@ def test_not_ready_until_a_good_model_is_loaded(tmp_path: Path, approved_artifac
         assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
         assert "sha256" in ready.json()["detail"]
         assert client.get("/health/live").status_code == 200
-        r = client.post("/predict", content=orjson.dumps(example_rows()["rows"][0]),
-                        headers={"content-type": "application/json"})
+        r = client.post(
+            "/predict",
+            content=orjson.dumps(example_rows()["rows"][0]),
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 503 and r.json()["type"].endswith("/not-ready")
         registry.rollback("production")  # back to the good v1
         deadline = time.monotonic() + 10

@@ -46,8 +46,13 @@ def assert_parity(model: FittedModel, compiled: CompiledModel, rows: list[dict[s
     worst = float(np.max(np.abs(np.asarray(scored.phat) - want_phat)))
     assert worst <= TOLERANCE
     for name in compiled.features:
-        np.testing.assert_allclose(np.asarray(scored.columns[name], dtype=float), want_features[name].to_numpy(),
-                                   rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(scored.columns[name], dtype=float),
+            want_features[name].to_numpy(),
+            rtol=0,
+            atol=1e-12,
+            err_msg=name,
+        )
     assert scored.outcome == (want_phat > model.cutoff).astype(int).tolist()
     return worst
 
@@ -62,16 +67,28 @@ def test_parity_on_100k_replica_rows(model: FittedModel, compiled: CompiledModel
 
 def test_parity_on_all_string_rows(model: FittedModel, compiled: CompiledModel) -> None:
     frame = make_replica_frame(5_000, 7, target=False)
-    rows = [{k: ("nan" if v is None else str(v)) for k, v in r.items()}
-            for r in orjson.loads(frame.to_json(orient="records"))]
+    rows = [
+        {k: ("nan" if v is None else str(v)) for k, v in r.items()}
+        for r in orjson.loads(frame.to_json(orient="records"))
+    ]
     assert_parity(model, compiled, rows)
 
 
 def adversarial_rows() -> list[dict[str, Any]]:
     base: dict[str, Any] = example_rows()["rows"][0]
     missing = [None, "", "nan", "NaN", "null", "None", "NULL", " nan ", "ABSENT"]
-    money = ["$6,882.34", "$6,882.34 ", "$-5,032.58", "($5,032.58)", "$-4446.82", "$0.00", "4446.82", -4446.82,
-             "$9,999,999.99", " $1 "]
+    money = [
+        "$6,882.34",
+        "$6,882.34 ",
+        "$-5,032.58",
+        "($5,032.58)",
+        "$-4446.82",
+        "$0.00",
+        "4446.82",
+        -4446.82,
+        "$9,999,999.99",
+        " $1 ",
+    ]
     percent = ["62.59%", "3.11%", "90.90%", "0%", "100%", 62.59, "-5%"]
     extreme = [1e300, -1e300, 1e-300, -0.0, 0, 123456789012345, "1e300", "-1E-300"]
     categories = {
@@ -106,14 +123,20 @@ def test_parity_on_adversarial_rows(model: FittedModel, compiled: CompiledModel)
 
 
 def test_extreme_values_give_probabilities_not_nan(compiled: CompiledModel) -> None:
-    scored = compiled.score([dict(example_rows()["rows"][0], x91=1e300), dict(example_rows()["rows"][0], x91=-1e300)])
+    scored = compiled.score(
+        [dict(example_rows()["rows"][0], x91=1e300), dict(example_rows()["rows"][0], x91=-1e300)]
+    )
     assert scored.phat == [1.0, 0.0]
 
 
 def test_self_check_uses_the_compiled_path(compiled: CompiledModel) -> None:
-    golden = {"inputs": example_rows()["rows"],
-              "expected": [{"phat": e["phat"], "business_outcome": e["business_outcome_at_0.712"]}
-                           for e in example_rows()["expected"]]}
+    golden = {
+        "inputs": example_rows()["rows"],
+        "expected": [
+            {"phat": e["phat"], "business_outcome": e["business_outcome_at_0.712"]}
+            for e in example_rows()["expected"]
+        ],
+    }
     assert compiled.self_check(golden) <= 1e-15
     golden["expected"][0]["phat"] += 1e-6
     with pytest.raises(Exception, match="misses golden rows"):

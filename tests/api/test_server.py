@@ -25,18 +25,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert srv.process.returncode == 0, srv.log.read_text()[-2000:]
 
 
-def test_fresh_registry_serves_the_approved_model(server: Server, reference_rows: list[dict[str, Any]],
-                                                  reference_phat: list[float]) -> None:
-    r = httpx.post(server.url + "/predict", content=orjson.dumps(reference_rows),
-                   headers={"content-type": "application/json"})
+def test_fresh_registry_serves_the_approved_model(
+    server: Server, reference_rows: list[dict[str, Any]], reference_phat: list[float]
+) -> None:
+    r = httpx.post(
+        server.url + "/predict",
+        content=orjson.dumps(reference_rows),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 200 and r.headers["x-model-version"] == "v1"
     assert max(abs(a["phat"] - b) for a, b in zip(r.json(), reference_phat, strict=True)) <= 1e-9
     assert r.headers["x-request-id"]
 
 
 def test_request_id_is_passed_through(server: Server, reference_rows: list[dict[str, Any]]) -> None:
-    r = httpx.post(server.url + "/predict", content=orjson.dumps(reference_rows[0]),
-                   headers={"content-type": "application/json", "x-request-id": "abc-123"})
+    r = httpx.post(
+        server.url + "/predict",
+        content=orjson.dumps(reference_rows[0]),
+        headers={"content-type": "application/json", "x-request-id": "abc-123"},
+    )
     assert r.headers["x-request-id"] == "abc-123"
 
 
@@ -56,15 +63,22 @@ def test_metrics_aggregate_across_workers(server: Server, reference_rows: list[d
     with httpx.Client(base_url=server.url) as client:
         before = _predict_200(client.get("/metrics").text)
         for _ in range(200):
-            client.post("/predict", content=orjson.dumps(reference_rows[0]),
-                        headers={"content-type": "application/json"})
+            client.post(
+                "/predict",
+                content=orjson.dumps(reference_rows[0]),
+                headers={"content-type": "application/json"},
+            )
         after = _predict_200(client.get("/metrics").text)
     assert after - before == 200
 
 
 def _predict_200(text: str) -> float:
     for line in text.splitlines():
-        if line.startswith("propensity_http_requests_total") and 'route="/predict"' in line and '"200"' in line:
+        if (
+            line.startswith("propensity_http_requests_total")
+            and 'route="/predict"' in line
+            and '"200"' in line
+        ):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 

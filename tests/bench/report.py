@@ -95,9 +95,10 @@ def setup_line(facts: dict[str, Any], options: Options) -> str:
     mode = " (--quick)" if options.quick else ""
     return (
         f"{facts['date']}, {facts['nproc']} CPUs ({facts['cpu_model']}), load average at start {load}, "
-        f"revision {facts['revision']}; gunicorn + {options.workers} uvicorn workers (production config, "
-        f"cache off), {facts['load_generator']} -t1 -c{options.concurrency}, {options.rounds} interleaved "
-        f"rounds of {options.seconds:g} s per endpoint, {options.batch_reps} sequential batch POSTs{mode}"
+        f"revision {facts['revision']}; single/batch: one gunicorn, production config, {options.workers} "
+        f"uvicorn workers, cache off; {facts['load_generator']} -t1 -c{options.concurrency}, "
+        f"{options.rounds} interleaved rounds of {options.seconds:g} s per endpoint, "
+        f"{options.batch_reps} sequential batch POSTs{mode}"
     )
 
 

@@ -88,8 +88,9 @@ class BenchServer:
     loaded) on entry, stopped (SIGTERM to the master, then SIGKILL after a grace period) on exit.
     """
 
-    def __init__(self, env: Mapping[str, str], *, workers: int, log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], *, workers: int, log_path: Path, root: Path = REPO) -> None:
         self.port = free_port()
+        self.root = root  # the checkout whose `service` and `tests.bench` are served
         self.workers = workers
         self.env = {
             **os.environ,
@@ -123,7 +124,9 @@ class BenchServer:
     def start(self) -> None:
         cmd = [sys.executable, "-m", "gunicorn", "-c", "python:service.api.gunicorn_conf", APP]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def worker_pids(self) -> list[int]:
         return child_pids(self.proc.pid) if self.proc else []

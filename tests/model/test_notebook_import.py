@@ -19,11 +19,15 @@ def test_reference_rows_reproduced_through_the_sklearn_pipeline(approved_registr
     phat = model.phat(pd.DataFrame(ex["rows"]))
     want = np.array([e["phat"] for e in ex["expected"]])
     assert np.max(np.abs(phat - want)) <= 1e-9
-    assert (phat > model.cutoff).astype(int).tolist() == [e["business_outcome_at_0.712"] for e in ex["expected"]]
+    assert (phat > model.cutoff).astype(int).tolist() == [
+        e["business_outcome_at_0.712"] for e in ex["expected"]
+    ]
 
 
 @pytest.mark.parametrize("index", range(5))
-def test_each_reference_row_alone(index: int, reference_rows: list[dict[str, Any]], reference_phat: list[float]) -> None:
+def test_each_reference_row_alone(
+    index: int, reference_rows: list[dict[str, Any]], reference_phat: list[float]
+) -> None:
     phat = approved_model().phat(pd.DataFrame([reference_rows[index]]))
     assert abs(phat[0] - reference_phat[index]) <= 1e-9
 
@@ -40,9 +44,22 @@ def test_pipeline_holds_the_notebook_statistics() -> None:
 def test_artifact_metadata(approved_registry: Registry) -> None:
     meta = approved_registry.metadata("production")
     ref = notebook_reference()
-    for key in ("version", "created_at", "files", "data_sha256", "library_versions", "input_schema",
-                "selected_features", "coefficients", "standard_errors", "fit", "metrics", "cutoff",
-                "golden_rows", "reference_distributions"):
+    for key in (
+        "version",
+        "created_at",
+        "files",
+        "data_sha256",
+        "library_versions",
+        "input_schema",
+        "selected_features",
+        "coefficients",
+        "standard_errors",
+        "fit",
+        "metrics",
+        "cutoff",
+        "golden_rows",
+        "reference_distributions",
+    ):
         assert key in meta, key
     assert meta["cutoff"]["value"] == 0.712
     assert meta["coefficients"] == ref["final_coefficients"]

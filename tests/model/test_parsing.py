@@ -46,15 +46,27 @@ def test_money_formats(text: object, expected: float) -> None:
     assert not problems and values[0] == expected
 
 
-@pytest.mark.parametrize(("text", "expected"), [("62.59%", 62.59), ("3.11%", 3.11), ("90.90%", 90.9),
-                                                ("-1.5%", -1.5), ("62.59", 62.59), (62.59, 62.59), ("0%", 0.0)])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("62.59%", 62.59),
+        ("3.11%", 3.11),
+        ("90.90%", 90.9),
+        ("-1.5%", -1.5),
+        ("62.59", 62.59),
+        (62.59, 62.59),
+        ("0%", 0.0),
+    ],
+)
 def test_percent_formats(text: object, expected: float) -> None:
     assert parse_number(text, "percent") == expected
     values, problems = parse_numeric_column(["1%", text], "percent")
     assert not problems and values[1] == expected
 
 
-@pytest.mark.parametrize("spelling", [None, "", "nan", "NaN", "null", "None", "NULL", " nan ", "  ", float("nan")])
+@pytest.mark.parametrize(
+    "spelling", [None, "", "nan", "NaN", "null", "None", "NULL", " nan ", "  ", float("nan")]
+)
 @pytest.mark.parametrize("fmt", ["number", "money", "percent"])
 def test_missing_spellings(spelling: object, fmt: str) -> None:
     assert math.isnan(parse_number(spelling, fmt))
@@ -128,8 +140,18 @@ def test_categories_trim_and_casefold() -> None:
     codes, problems, unseen = parse_category_column(
         ["tuesday", "Tuesday ", "TUESDAY", " monday", None, "", "nan", "blursday", 3, float("nan")], lookup
     )
-    assert codes.tolist() == [2, 2, 2, 1, MISSING_CODE, MISSING_CODE, MISSING_CODE, UNSEEN_CODE, MISSING_CODE,
-                              MISSING_CODE]
+    assert codes.tolist() == [
+        2,
+        2,
+        2,
+        1,
+        MISSING_CODE,
+        MISSING_CODE,
+        MISSING_CODE,
+        UNSEEN_CODE,
+        MISSING_CODE,
+        MISSING_CODE,
+    ]
     assert unseen == [(7, "blursday")]
     assert [(r, reason) for r, reason, _ in problems.items] == [(8, "expected a string category, got int")]
 

@@ -62,14 +62,14 @@ def test_tampered_metadata_is_refused(registry: Registry) -> None:
     meta = json.loads(path.read_text())
     meta["cutoff"]["value"] = 0.5
     path.write_text(json.dumps(meta))
-    with pytest.raises(ArtifactIntegrityError, match="metadata.json sha256"):
+    with pytest.raises(ArtifactIntegrityError, match=r"metadata\.json sha256"):
         registry.verify("v1")
 
 
 @pytest.mark.parametrize("name", ["model.joblib", "summary.txt", "metadata.json", "SHA256SUMS"])
 def test_incomplete_artifact_is_refused(registry: Registry, name: str) -> None:
     (registry.dir / "v1" / name).unlink()
-    with pytest.raises(ArtifactIntegrityError, match="missing|incomplete"):
+    with pytest.raises(ArtifactIntegrityError, match=r"missing|incomplete"):
         registry.load("v1")
 
 

@@ -89,10 +89,22 @@ def small_frame() -> pd.DataFrame:
     ("mutate", "message"),
     [
         (lambda f: f.drop(columns=["x44", "x81"]), r"missing column\(s\) x44, x81"),
-        (lambda f: f.assign(x7=f["x7"].astype(object).where(f.index != 17, "twelve")), r"column x7: 1 value.*17"),
-        (lambda f: f.assign(x12=f["x12"].where(~f.index.isin([3, 9]), "12 dollars")), r"column x12: 2 value.*3.*9"),
-        (lambda f: f.assign(y=f["y"].where(f.index != 5, 2)), r"column y must be 0 or 1; 1 row.*first rows: 5"),
-        (lambda f: f.assign(y=f["y"].astype(object).where(f.index != 8, "yes")), r"column y must be 0 or 1.*8"),
+        (
+            lambda f: f.assign(x7=f["x7"].astype(object).where(f.index != 17, "twelve")),
+            r"column x7: 1 value.*17",
+        ),
+        (
+            lambda f: f.assign(x12=f["x12"].where(~f.index.isin([3, 9]), "12 dollars")),
+            r"column x12: 2 value.*3.*9",
+        ),
+        (
+            lambda f: f.assign(y=f["y"].where(f.index != 5, 2)),
+            r"column y must be 0 or 1; 1 row.*first rows: 5",
+        ),
+        (
+            lambda f: f.assign(y=f["y"].astype(object).where(f.index != 8, "yes")),
+            r"column y must be 0 or 1.*8",
+        ),
         (lambda f: f.head(50), r"50 rows; at least 200"),
         (lambda f: f.assign(x3=np.nan), r"column x3 has no values"),
         (lambda f: f.assign(y=1), r"single class"),

@@ -1,0 +1,37 @@
+# deploy/swarm/swarm.mk - Docker Swarm targets; `-include deploy/swarm/swarm.mk` from the Makefile after
+# deploy/docker/docker.mk (uses BIN, venv, image, base-image, IMAGE_NAME, IMAGE_TAG, BASE_IMAGE).
+#
+#   make swarm-up                  deploy swarm-stack.yml as stack `propensity` (image IMAGE_NAME:IMAGE_TAG)
+#   make swarm-up SWARM_INIT=1     ... making a one-node swarm on 127.0.0.1 first if this node is in none
+#   make swarm-down                remove the stack, wait until it is gone
+#   make swarm-status              running/desired tasks of every service
+#   make test-swarm                build the images, deploy swarm-stack.test.yml, the e2e suite, tear down
+#   make swarm-configs             regenerate deploy/swarm/nginx*.conf and prometheus.test.yml
+SWARM_FILE ?= swarm-stack.yml
+SWARM_STACK ?= propensity
+SWARM_INIT ?= 0
+SWARM_RESOLVE_IMAGE ?= always
+SWARM_API_IMAGE ?= $(IMAGE_NAME):$(IMAGE_TAG)
+TESTINFRA_IMAGE ?= propensity-testinfra:bookworm
+
+.PHONY: swarm-up swarm-down swarm-status swarm-configs swarm-test-image test-swarm
+
+swarm-up: venv ## deploy the Swarm stack (SWARM_FILE, SWARM_STACK, IMAGE_TAG); SWARM_INIT=1 may create a swarm
+	PROPENSITY_API_IMAGE=$(SWARM_API_IMAGE) $(BIN)/propensity swarm up --file $(SWARM_FILE) \
+	  --stack $(SWARM_STACK) --resolve-image $(SWARM_RESOLVE_IMAGE) $(if $(filter 1,$(SWARM_INIT)),--init)
+
+swarm-down: venv ## remove the Swarm stack and wait until it is gone
+	$(BIN)/propensity swarm down --stack $(SWARM_STACK)
+
+swarm-status: venv ## the Swarm stack's services: running/desired tasks, update state
+	$(BIN)/propensity swarm status --stack $(SWARM_STACK)
+
+swarm-configs: venv ## regenerate the stacks' nginx configs and the test prometheus config
+	$(BIN)/python -m service.ops.swarm_config
+
+swarm-test-image: base-image ## nginx, redis and prometheus from Debian packages, for swarm-stack.test.yml
+	docker build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(TESTINFRA_IMAGE) deploy/swarm/testinfra
+
+test-swarm: venv image swarm-test-image ## the Swarm e2e suite: deploy, scale, roll out, roll back, kill, tear down
+	PROPENSITY_E2E_IMAGE=$(IMAGE_NAME):$(IMAGE_TAG) PROPENSITY_TESTINFRA_IMAGE=$(TESTINFRA_IMAGE) \
+	  $(BIN)/pytest -m swarm tests/swarm $(PYTEST_ARGS)

@@ -1,0 +1,342 @@
+"""The local cluster with its real processes: 2 replicas x 2 gunicorn workers, nginx, redis-server and
+prometheus, on free loopback ports. Every load is bounded in requests and time. The tests run in file
+order; the last one kills a replica."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from service.model.registry import Registry
+from service.ops import procs
+from service.ops.cluster import Cluster, http_get, metric_value
+from service.ops.cluster_bench import cache_hit_vs_miss, make_rows, running_cluster
+from service.ops.cluster_config import free_ports
+from service.ops.loadgen import LoadRunner, post
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, approved_registry: Registry) -> Iterator[Cluster]:
+    env = {"PROPENSITY_REDIS_BREAKER_RESET_SECONDS": "1", "PROPENSITY_LOG_LEVEL": "info"}
+    workdir = tmp_path_factory.mktemp("cluster")
+    with running_cluster(workdir, replicas=2, workers=2, artifacts_dir=approved_registry.root, env=env) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def row_request() -> bytes:
+    return post("/predict", orjson.dumps(make_rows(1, 11)[0]))
+
+
+def predict_counts(cluster: Cluster) -> dict[str, float]:
+    """/predict requests each replica counted, read from its own /metrics (all workers, all statuses)."""
+    return {name: predict_count(cluster, name) for name in cluster.config.replica_names()}
+
+
+def predict_count(cluster: Cluster, name: str) -> float:
+    text = http_get(cluster.config.ports()[name], "/metrics")[1].decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("propensity_http_requests_total{") and 'route="/predict"' in line
+    )
+
+
+def replica_metric(cluster: Cluster, name: str, **labels: str) -> float:
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
+    for port in cluster.config.replica_ports():
+        for line in http_get(port, "/metrics")[1].decode().splitlines():
+            if line.startswith(name) and all(w in line for w in want):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def request(cluster: Cluster, method: str, path: str, body: bytes | None = None, **headers: str) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", cluster.config.nginx_port, timeout=60)
+    try:
+        hdrs = {"Content-Type": "application/json", **{k.replace("_", "-"): v for k, v in headers.items()}}
+        conn.request(method, path, body=body, headers=hdrs)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+# --- nginx at the edge -----------------------------------------------------------------------------------
+def test_edge_health_metrics_hidden_body_limit_gzip(cluster: Cluster) -> None:
+    status, _, body = request(cluster, "GET", "/health")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    status, headers, body = request(cluster, "GET", "/health/ready")
+    assert status == 200 and json.loads(body)["status"] == "ready"
+
+    status, headers, body = request(cluster, "GET", "/metrics")
+    assert status == 404 and headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["status"] == 404 and b"propensity_" not in body
+
+    # a body over the limit is refused by nginx from its Content-Length, before any byte is read
+    with socket.create_connection(("127.0.0.1", cluster.config.nginx_port), timeout=10) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        s.sendall(f"Content-Length: {cluster.config.max_body_bytes + 1}\r\n\r\n".encode())
+        head = s.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413") and "application/problem+json" in head
+    assert '"type":"https://propensity.invalid/problems/payload-too-large"' in head
+
+    rows = orjson.dumps(make_rows(100, 12))
+    status, headers, body = request(cluster, "POST", "/predict", rows, Accept_Encoding="gzip")
+    assert status == 200 and headers.get("content-encoding") == "gzip"
+    assert len(orjson.loads(gzip.decompress(body))) == 100 and len(body) < len(gzip.decompress(body)) / 2
+    one = orjson.dumps(make_rows(1, 12)[0])
+    status, headers, body = request(cluster, "POST", "/predict", one, Accept_Encoding="gzip")
+    assert status == 200 and "content-encoding" not in headers  # small answers are not worth compressing
+
+
+def test_request_ids_pass_through_or_are_made_and_are_logged(cluster: Cluster) -> None:
+    mine = f"it-{uuid.uuid4().hex}"
+    row = orjson.dumps(make_rows(1, 13)[0])
+    status, headers, _ = request(cluster, "POST", "/predict", row, X_Request_ID=mine)
+    assert status == 200 and headers["x-request-id"] == mine
+
+    status, headers, _ = request(cluster, "POST", "/predict", row)
+    made = headers["x-request-id"]
+    assert status == 200 and re.fullmatch(r"[0-9a-f]{32}", made)
+
+    status, headers, _ = request(
+        cluster, "POST", "/predict", b'{"x1": "not a number"', X_Request_ID="bad-" + mine
+    )
+    assert status == 400 and headers["x-request-id"] == "bad-" + mine
+    status, headers, _ = request(cluster, "POST", "/predict", row, X_Request_ID="bad id with spaces")
+    assert status == 200 and re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])  # not trusted: replaced
+
+    access = Path(cluster.config.logs_dir / "nginx-access.log")
+
+    def logged() -> bool:
+        lines = [json.loads(line) for line in access.read_text().splitlines()]
+        ids = {line["request_id"]: line for line in lines}
+        return mine in ids and made in ids and ids[mine]["upstream_time"] != ""
+
+    assert wait_until(logged, 5.0)  # nginx flushes its access log buffer every second
+    replica_logs = "".join(Path(cluster.records[n].log).read_text() for n in cluster.config.replica_names())
+    assert f"request_id=bad-{mine} POST /predict -> 400" in replica_logs  # the app logs errors with the id
+
+
+def test_rate_limit_answers_429_problem_json(cluster: Cluster, tmp_path: Path) -> None:
+    """A second nginx over the same replicas, rate limit on (it is off by default)."""
+    port = free_ports(1)[0]
+    limited = Cluster(
+        dataclasses.replace(
+            cluster.config,
+            run_dir=tmp_path / "limited",
+            nginx_port=port,
+            rate_limit_per_second=1.0,
+            rate_limit_burst=0,
+        )
+    )
+    limited.prepare()
+    limited.start("nginx", timeout=20)
+    try:
+        row = post("/predict", orjson.dumps(make_rows(1, 14)[0]))
+        result = LoadRunner(
+            limited.config.nginx_url, [row], total=20, concurrency=1, deadline_seconds=20
+        ).run()
+        status, headers, body = request(limited, "POST", "/predict", orjson.dumps(make_rows(1, 14)[0]))
+    finally:
+        limited.down()
+    assert result.statuses[429] >= 15 and result.statuses[200] >= 1, result.summary()
+    assert status == 429 and headers["content-type"] == "application/problem+json"
+    assert headers["retry-after"] == "1" and headers["x-request-id"]
+    assert json.loads(body)["type"] == "https://propensity.invalid/problems/rate-limited"
+
+
+# --- load and counts ---------------------------------------------------------------------------------------
+def test_load_spreads_over_every_replica(cluster: Cluster, row_request: bytes) -> None:
+    before = predict_counts(cluster)
+    result = LoadRunner(
+        cluster.config.nginx_url, [row_request], total=1200, concurrency=16, deadline_seconds=60
+    ).run()
+    after = predict_counts(cluster)
+    served = {name: after[name] - before[name] for name in after}
+    print(result.summary(), served)
+    assert (result.sent, result.failed) == (1200, 0), result.summary()
+    assert sum(served.values()) == 1200
+    fair = 1200 / cluster.config.replicas
+    assert all(n >= fair / 2 for n in served.values()), served  # each serves at least half its fair share
+
+
+def test_prometheus_counts_add_up_and_show_the_model(
+    cluster: Cluster, row_request: bytes, approved_registry: Registry
+) -> None:
+    query = 'sum by (replica) (propensity_http_requests_total{route="/predict"})'
+
+    def prometheus_counts() -> dict[str, float]:
+        return {r["metric"]["replica"]: float(r["value"][1]) for r in cluster.prometheus_query(query)}
+
+    # a baseline once Prometheus has caught up with what the replicas say
+    assert wait_until(lambda: prometheus_counts() == predict_counts(cluster), 15.0, 0.5)
+    baseline = prometheus_counts()
+    sent = 1000
+    result = LoadRunner(cluster.config.nginx_url, [row_request], total=sent, concurrency=8).run()
+    assert (result.sent, result.failed) == (sent, 0), result.summary()
+    direct = predict_counts(cluster)
+    assert wait_until(lambda: prometheus_counts() == direct, 15.0, 0.5), (prometheus_counts(), direct)
+    per_replica = {name: prometheus_counts()[name] - baseline.get(name, 0.0) for name in direct}
+    assert sum(per_replica.values()) == sent, per_replica
+    assert set(per_replica) == set(cluster.config.replica_names())
+
+    version = approved_registry.resolve("production")
+    sha = json.loads(request(cluster, "GET", "/health/ready")[2])["sha256"]
+    info = cluster.prometheus_query("propensity_model_info == 1")
+    assert {r["metric"]["replica"] for r in info} == set(cluster.config.replica_names())
+    assert {r["metric"]["version"] for r in info} == {version}
+    assert all(r["metric"]["name"] == "propensity" for r in info)
+    assert all(sha.startswith(r["metric"]["sha256"]) for r in info)
+
+
+# --- the cache ---------------------------------------------------------------------------------------------
+def test_a_cached_10k_batch_is_identical_and_at_least_5x_faster(cluster: Cluster) -> None:
+    bench = cache_hit_vs_miss(
+        cluster.config.nginx_url, rows=10_000, batches=3, hits_per_batch=2, seed=1000, accept_gzip=False
+    )
+    print({k: v for k, v in bench.as_dict().items()})
+    assert bench.identical and bench.misses_missed
+    # every repeat hits; one may fall back to a miss if a Redis read times out on a busy machine (fail-open)
+    assert bench.hits >= len(bench.hit_ms) - 1, bench.as_dict()
+    assert bench.ratio <= 0.2, bench.as_dict()
+    # the same through gzip: the client gets the same bytes back
+    zipped = cache_hit_vs_miss(cluster.config.nginx_url, rows=10_000, batches=1, hits_per_batch=1, seed=2000)
+    assert zipped.identical and zipped.misses_missed
+
+
+def test_the_same_rows_reformatted_hit_through_the_cluster(cluster: Cluster) -> None:
+    rows = make_rows(300, 15)
+    status, headers, miss = request(cluster, "POST", "/predict", orjson.dumps(rows))
+    assert status == 200 and "x-cache" not in headers
+    time.sleep(0.2)  # the store is asynchronous (a writer thread), a few ms behind the response
+    reversed_keys = [dict(reversed(list(r.items()))) for r in rows]
+    variants = [
+        orjson.dumps(reversed_keys, option=orjson.OPT_INDENT_2),
+        orjson.dumps(reversed_keys),
+        json.dumps(rows, separators=(", ", ": ")).encode(),
+    ]
+    answers = [request(cluster, "POST", "/predict", v) for v in variants]  # each a new raw body
+    assert all(status == 200 and body == miss for status, _, body in answers)
+    hits = sum(h.get("x-cache") == "hit" for _, h, _ in answers)
+    assert hits >= 2, [h.get("x-cache") for _, h, _ in answers]  # (one may miss on a Redis timeout)
+
+
+def test_redis_stopped_under_load_then_started_again(cluster: Cluster, row_request: bytes) -> None:
+    batches = [post("/predict", orjson.dumps(make_rows(40, 100 + i))) for i in range(8)]
+    errors_before = replica_metric(cluster, "propensity_cache_requests_total", result="error")
+    runner = LoadRunner(
+        cluster.config.nginx_url,
+        [*batches, row_request],
+        total=3000,
+        concurrency=8,
+        deadline_seconds=90,
+        header="x-cache",
+    ).start()
+    assert runner.wait_for_progress(600, 60)
+    cluster.stop("redis", timeout=10)
+    stopped_at = runner.progress
+    assert runner.wait_for_progress(stopped_at + 600, 60)
+    cluster.start("redis", timeout=20)
+    restarted_at = runner.progress
+    result = runner.wait()
+    print(result.summary(), result.header_values, stopped_at, restarted_at)
+    assert (result.sent, result.failed) == (3000, 0), result.summary()
+    assert result.header_values["hit"] > 0
+    assert restarted_at - stopped_at >= 600  # a real stretch of load ran without Redis
+    assert replica_metric(cluster, "propensity_cache_requests_total", result="error") > errors_before
+
+    # the cache resumes once the breaker's reset period (1 s here) has passed: a repeat hits again
+    body = orjson.dumps(make_rows(40, 999))
+
+    def resumed() -> bool:
+        request(cluster, "POST", "/predict", body)
+        time.sleep(0.05)
+        return bool(request(cluster, "POST", "/predict", body)[1].get("x-cache") == "hit")
+
+    assert wait_until(resumed, 15.0, 0.5)
+    assert int(redis.Redis.from_url(cluster.config.redis_url or "").dbsize()) > 0  # type: ignore[arg-type]
+
+
+def test_a_dead_worker_is_cleaned_up_and_its_counts_kept(cluster: Cluster, row_request: bytes) -> None:
+    """SIGKILL one gunicorn worker: the master replaces it; the replica's metrics stay right."""
+    name = cluster.config.replica_names()[-1]
+    port = cluster.config.ports()[name]
+    master = cluster.records[name].pid
+    result = LoadRunner(f"http://127.0.0.1:{port}", [row_request], total=200, concurrency=4).run()
+    assert result.failed == 0
+    before = predict_count(cluster, name)
+    workers = [pid for pid in procs.group_members(master) if pid != master]
+    assert len(workers) == cluster.config.workers
+    os.kill(workers[0], signal.SIGKILL)
+
+    def replaced() -> bool:  # the master reaped it (child_exit ran) and forked a new worker
+        now = [pid for pid in procs.group_members(master) if pid != master]
+        return workers[0] not in now and len(now) == cluster.config.workers
+
+    assert wait_until(replaced, 20.0)
+    assert wait_until(lambda: cluster.replica_ready(port), 60.0, 0.25)  # the new worker loaded its model
+    text = http_get(port, "/metrics")[1].decode()
+    assert predict_count(cluster, name) == before  # what the dead worker counted is still counted
+    # a live gauge: without child_exit's cleanup the dead worker's 1 would still be summed in
+    assert metric_value(text, "propensity_workers") == cluster.config.workers
+    assert metric_value(text, "propensity_in_flight_requests") in (1.0, 2.0)  # this request (+ a scrape)
+
+
+# --- last: a replica dies ----------------------------------------------------------------------------------
+def test_sigkill_a_replica_with_2000_requests_in_flight(cluster: Cluster, row_request: bytes) -> None:
+    victim, survivor = cluster.config.replica_names()
+    before = predict_counts(cluster)
+    runner = LoadRunner(
+        cluster.config.nginx_url,
+        [row_request],
+        total=6000,
+        concurrency=2100,  # every connection has one request out: >= 2,000 in flight at the kill
+        deadline_seconds=120,
+        request_timeout=60,
+    ).start()
+    assert runner.wait_for_progress(2000, 60)
+    in_flight = runner.in_flight
+    cluster.kill(victim)  # SIGKILL to the gunicorn master and its workers at once
+    killed_at = runner.progress
+    result = runner.wait()
+    print(result.summary(), f"in flight at the kill: {in_flight}, completed then: {killed_at}")
+    assert in_flight >= 2000
+    assert (result.sent, result.failed) == (6000, 0), result.summary()
+    assert not cluster.running()[victim]
+    assert predict_count(cluster, survivor) - before[survivor] >= 6000 - killed_at
+
+    access = Path(cluster.config.logs_dir / "nginx-access.log")
+
+    def retried() -> bool:  # nginx logs "a, b" as the upstream of a request it had to send elsewhere
+        return any(", " in json.loads(line)["upstream"] for line in access.read_text().splitlines())
+
+    assert wait_until(retried, 5.0)

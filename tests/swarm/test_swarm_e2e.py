@@ -1,0 +1,515 @@
+"""The Swarm stack deployed for real: swarm-stack.test.yml on this machine's Docker engine (make test-swarm).
+
+The module fixture prepares a registry (the approved model as v1 = production, and again as v2), an API
+key, deploys the stack as `propensity-e2e` and waits until every task is healthy. The tests then run in
+file order, each under bounded load through nginx on 127.0.0.1 (service/ops/loadgen.py): scoring equal to
+in-process scoring, scale to 4, a rolling update to a new image tag and model version, a rollback, a
+killed task, and the complete teardown. Every listener is on loopback; the swarm is left as it was found
+(a one-node swarm created here is left again, with the docker_gwbridge network it brought).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from service.api.decoding import decode_rows
+from service.api.scoring import CompiledModel
+from service.model.notebook_import import import_notebook
+from service.model.registry import Registry
+from service.ops import swarm
+from service.ops.cluster_bench import make_rows
+from service.ops.cluster_config import ports_in_use
+from service.ops.loadgen import LoadResult, LoadRunner, post
+from service.ops.swarm_config import NGINX_PORT, SLOT_PORT_BASE, loopback_ports
+
+pytestmark = [pytest.mark.swarm, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[2]
+STACK_FILE = REPO / "swarm-stack.test.yml"
+STACK = "propensity-e2e"
+API = f"{STACK}_api"
+NGINX = f"http://127.0.0.1:{NGINX_PORT}"
+API_UID = 10001  # the image's user: owns the bind-mounted registry
+IN_PROGRESS = {"updating", "rollback_started"}
+STEPS: list[dict[str, Any]] = []  # what each step measured, printed by the last test
+
+
+def log(message: str) -> None:
+    print(f"[swarm-e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- the stack ------------------------------------------------------------------------------------------
+@dataclass
+class Deployed:
+    image: str
+    key: str
+    registry: Registry
+    models: dict[str, CompiledModel]
+    env: dict[str, str]
+    deploy_seconds: float
+    initialised_swarm: bool
+    made_gwbridge: bool
+    extra_tags: list[str] = field(default_factory=list)
+    torn_down: bool = False
+
+    def teardown(self) -> None:
+        if self.torn_down:
+            return
+        self.torn_down = True
+        swarm.remove(STACK, timeout=180)
+        for tag in self.extra_tags:
+            swarm.docker("image", "rm", tag, check=False)
+        if self.initialised_swarm:
+            others = swarm.docker("service", "ls", "-q").split()
+            if others:  # someone deployed onto the swarm we made meanwhile: theirs now, leave it be
+                log(f"not leaving the swarm: {len(others)} other service(s) run on it")
+            else:
+                swarm.docker("swarm", "leave", "--force")
+                if self.made_gwbridge:
+                    swarm.docker("network", "rm", "docker_gwbridge", check=False)
+
+
+def stack_report() -> str:
+    """Tasks and the last log lines of every service: attached to failures."""
+    parts = [swarm.docker("stack", "ps", "--no-trunc", STACK, check=False)]
+    for name in swarm.docker("stack", "services", "--format", "{{.Name}}", STACK, check=False).split():
+        logs = swarm.docker("service", "logs", "--tail", "15", "--no-task-ids", name, check=False, timeout=30)
+        parts.append(f"--- {name} ---\n{logs}")
+    return "\n".join(parts)
+
+
+def _network_exists(name: str) -> bool:
+    return bool(swarm.docker("network", "ls", "-q", "--filter", f"name=^{name}$").split())
+
+
+def _prepare_registry(root: Path) -> Registry:
+    """v1 (production) and v2: the approved model twice, so a rollout can pin a different version."""
+    registry = Registry(root / "artifacts", "propensity")
+    assert import_notebook(registry) == "v1" and import_notebook(registry) == "v2"
+    assert registry.resolve("production") == "v1"
+    for path in [registry.root, *registry.root.rglob("*")]:
+        os.chown(path, API_UID, API_UID)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    if shutil.which("docker") is None or not swarm.docker(
+        "info", "--format", "{{.ServerVersion}}", check=False
+    ):
+        pytest.fail("no Docker engine answers: run `make test-swarm` (it starts one)")
+    image = os.environ.get("PROPENSITY_E2E_IMAGE", "propensity-api:dev")
+    testinfra = os.environ.get("PROPENSITY_TESTINFRA_IMAGE", "propensity-testinfra:bookworm")
+    for name in (image, testinfra):
+        if not swarm.docker("image", "ls", "-q", name).strip():
+            pytest.fail(f"image {name} is missing: run `make test-swarm` (it builds it)")
+    state = swarm.swarm_state()
+    if state.is_manager and swarm.leftovers(STACK):
+        log(f"removing a stack {STACK} left over by an earlier run")
+        swarm.remove(STACK)
+    taken = ports_in_use(loopback_ports())
+    if taken:
+        pytest.fail(f"the test stack's loopback ports are in use: {taken}")
+
+    work = tmp_path_factory.mktemp("swarm")
+    registry = _prepare_registry(work)
+    key = secrets.token_hex(24)
+    keys_file = work / "api-keys.map"
+    keys_file.write_text(f'"{key}" e2e;\n')
+    env = {
+        **os.environ,
+        "PROPENSITY_API_IMAGE": image,
+        "PROPENSITY_TESTINFRA_IMAGE": testinfra,
+        "PROPENSITY_ARTIFACTS_DIR": str(registry.root),
+        "PROPENSITY_API_KEYS_FILE": str(keys_file),
+    }
+    had_gwbridge = _network_exists("docker_gwbridge")
+    initialised = swarm.require_manager(init=not state.is_manager and state.node_state == "inactive")
+    deployed = Deployed(
+        image=image,
+        key=key,
+        registry=registry,
+        models={v: CompiledModel.from_artifact(registry.load(v)) for v in ("v1", "v2")},
+        env=env,
+        deploy_seconds=0.0,
+        initialised_swarm=initialised,
+        made_gwbridge=not had_gwbridge,
+    )
+    try:
+        started = time.monotonic()
+        swarm.deploy(STACK_FILE, STACK, env=env, resolve_image="never")
+        try:
+            swarm.wait_converged(STACK, timeout=300, log=log)
+        except swarm.SwarmError as exc:
+            pytest.fail(f"{exc}\n{stack_report()}")
+        deployed.deploy_seconds = time.monotonic() - started
+        log(f"deployed and healthy in {deployed.deploy_seconds:.1f}s")
+        yield deployed
+    finally:
+        deployed.teardown()
+
+
+# --- requests -------------------------------------------------------------------------------------------
+def payloads(
+    key: str, model: CompiledModel, n_single: int = 150, n_batch: int = 50
+) -> list[tuple[bytes, bytes]]:
+    """(request body, the body in-process scoring gives): single rows and batches of 2..20 rows."""
+    rows = make_rows(n_single + n_batch * 20, seed=2626)
+    bodies = [orjson.dumps(r) for r in rows[:n_single]]
+    rest = rows[n_single:]
+    bodies += [orjson.dumps(rest[i * 20 : i * 20 + 2 + i % 19]) for i in range(n_batch)]
+    out = []
+    for body in bodies:
+        decoded = decode_rows(body, max_rows=10_000, max_errors=100)
+        records = model.records(model.score(decoded.rows))
+        out.append((body, orjson.dumps(records[0] if decoded.single else records)))
+    return out
+
+
+@dataclass
+class Verified:
+    sent: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    versions: Counter[str] = field(default_factory=Counter)
+    mismatches: int = 0
+
+    @property
+    def failed(self) -> int:
+        return self.sent - self.statuses[200]
+
+
+def verified_requests(
+    key: str, cases: list[tuple[bytes, bytes]], total: int, *, concurrency: int = 4
+) -> Verified:
+    """`total` POST /predict through nginx, each answer compared byte for byte with in-process scoring.
+
+    (service/ops/loadgen.py counts outcomes but reads no bodies; this is the checking client.)"""
+    result = Verified()
+    lock = threading.Lock()
+    local = threading.local()
+
+    def one(i: int) -> None:
+        body, want = cases[i % len(cases)]
+        conn = getattr(local, "conn", None) or http.client.HTTPConnection("127.0.0.1", NGINX_PORT, timeout=30)
+        local.conn = conn
+        try:
+            conn.request("POST", "/predict", body, {"Content-Type": "application/json", "X-API-Key": key})
+            response = conn.getresponse()
+            got = response.read()
+            status, version = response.status, response.getheader("X-Model-Version", "")
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            local.conn = None
+            with lock:
+                result.sent += 1
+                result.errors[type(exc).__name__] += 1
+            return
+        with lock:
+            result.sent += 1
+            result.statuses[status] += 1
+            result.versions[version] += 1
+            result.mismatches += status == 200 and got != want
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(total)))
+    return result
+
+
+class BackgroundLoad:
+    """loadgen runs back to back in a thread until stop(): bounded per run (count and time) and overall."""
+
+    def __init__(
+        self, key: str, cases: list[tuple[bytes, bytes]], *, concurrency: int = 4, max_seconds: float = 240
+    ):
+        headers = {"X-API-Key": key}
+        self.requests = [post("/predict", body, headers=headers) for body, _ in cases]
+        self.concurrency = concurrency
+        self.max_seconds = max_seconds
+        self.result = LoadResult()
+        self.runs = 0
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="background-load", daemon=True)
+
+    def __enter__(self) -> BackgroundLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _loop(self) -> None:
+        end = time.monotonic() + self.max_seconds
+        try:
+            while not self._stop.is_set() and time.monotonic() < end:
+                run = LoadRunner(
+                    NGINX,
+                    self.requests,
+                    total=5_000,
+                    concurrency=self.concurrency,
+                    deadline_seconds=min(5.0, max(0.1, end - time.monotonic())),
+                    header="X-Model-Version",
+                ).run()
+                self.runs += 1
+                r = self.result
+                r.sent += run.sent
+                r.statuses.update(run.statuses)
+                r.errors.update(run.errors)
+                r.header_values.update(run.header_values)
+                r.latencies.extend(run.latencies)
+                r.elapsed += run.elapsed
+        except BaseException as exc:
+            self._error = exc
+
+    def stop(self) -> LoadResult:
+        self._stop.set()
+        self._thread.join(60)
+        if self._error is not None:
+            raise self._error
+        assert not self._thread.is_alive(), "the load generator did not stop"
+        return self.result
+
+
+def load_cases(stack: Deployed) -> list[tuple[bytes, bytes]]:
+    return payloads(stack.key, stack.models["v1"], n_single=40, n_batch=10)
+
+
+# --- probes ---------------------------------------------------------------------------------------------
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def slot_predictions(slot: int) -> float | None:
+    """/predict requests the api task in `slot` has answered (its own /metrics), or None if it is not up."""
+    try:
+        status, _, body = get(SLOT_PORT_BASE + slot, "/metrics")
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith("propensity_http_requests_total{") and 'route="/predict"' in line
+    )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def api_tasks() -> list[dict[str, str]]:
+    """The api service's tasks that should run: id, slot, state, image."""
+    out = swarm.docker(
+        "service", "ps", API, "--filter", "desired-state=running", "--no-trunc",
+        "--format", "{{.ID}}\t{{.Name}}\t{{.CurrentState}}\t{{.Image}}",
+    )  # fmt: skip
+    tasks = []
+    for line in out.splitlines():
+        task_id, name, state, image = line.split("\t")
+        tasks.append({"id": task_id, "slot": name.rsplit(".", 1)[-1], "state": state, "image": image})
+    return tasks
+
+
+def update_status(service: str) -> tuple[str, str]:
+    """(state, started at) of the service's last update or rollback; ("", "") if it never had one."""
+    out = swarm.docker(
+        "service", "inspect", "--format",
+        "{{if .UpdateStatus}}{{.UpdateStatus.State}}\t{{.UpdateStatus.StartedAt}}{{else}}\t{{end}}", service,
+    )  # fmt: skip
+    state, _, started = out.strip("\n").partition("\t")
+    return state, started
+
+
+def record(step: str, load: LoadResult | Verified, **facts: Any) -> None:
+    if isinstance(load, LoadResult):
+        counts = {"sent": load.sent, "ok": load.ok, "failed": load.failed, "errors": dict(load.errors)}
+        counts["versions"] = dict(load.header_values)
+    else:
+        counts = {
+            "sent": load.sent,
+            "ok": load.statuses[200],
+            "failed": load.failed,
+            "errors": dict(load.errors),
+        }
+        counts["versions"] = dict(load.versions)
+    STEPS.append({"step": step, **counts, **facts})
+    log(f"{step}: {json.dumps(STEPS[-1])}")
+
+
+def assert_no_failures(load: LoadResult | Verified) -> None:
+    statuses = load.statuses
+    failed = load.failed
+    assert failed == 0, f"{failed} failed requests: statuses {dict(statuses)}, errors {dict(load.errors)}"
+
+
+# --- the steps ------------------------------------------------------------------------------------------
+def test_stack_answers_through_nginx_with_an_api_key(stack: Deployed) -> None:
+    assert get(NGINX_PORT, "/health")[0] == 200
+    body = orjson.dumps(make_rows(1, seed=5)[0])
+    for headers in ({}, {"X-API-Key": "not-a-key"}):
+        conn = http.client.HTTPConnection("127.0.0.1", NGINX_PORT, timeout=10)
+        conn.request("POST", "/predict", body, {"Content-Type": "application/json", **headers})
+        response = conn.getresponse()
+        problem = orjson.loads(response.read())
+        conn.close()
+        assert response.status == 401 and problem["status"] == 401, problem
+        assert response.getheader("Content-Type") == "application/problem+json"
+    status, headers, ready = get(NGINX_PORT, "/health/ready", {"X-API-Key": stack.key})
+    assert status == 200 and orjson.loads(ready)["version"] == "v1"
+    assert get(NGINX_PORT, "/metrics", {"X-API-Key": stack.key})[0] == 404  # Prometheus scrapes the tasks
+    assert sorted(t["slot"] for t in api_tasks()) == ["1", "2"]
+
+
+def test_2000_requests_equal_in_process_scoring(stack: Deployed) -> None:
+    cases = payloads(stack.key, stack.models["v1"])
+    before = {slot: slot_predictions(slot) or 0.0 for slot in (1, 2)}
+    started = time.monotonic()
+    result = verified_requests(stack.key, cases, 2_000)
+    seconds = time.monotonic() - started
+    served = {slot: (slot_predictions(slot) or 0.0) - before[slot] for slot in (1, 2)}
+    facts = {"mismatches": result.mismatches, "seconds": round(seconds, 1), "per_task": served}
+    record("2000 requests vs in-process scoring", result, **facts)
+    assert_no_failures(result)
+    assert result.sent == 2_000 and result.mismatches == 0
+    assert result.versions == Counter({"v1": 2_000})
+    assert all(n > 0 for n in served.values()), f"a task got no traffic: {served}"
+
+
+def test_scale_to_4_new_tasks_get_traffic_within_30s(stack: Deployed) -> None:
+    with BackgroundLoad(stack.key, load_cases(stack), max_seconds=120) as load:
+        assert wait_until(lambda: load.result.sent > 200, 15)
+        started = time.monotonic()
+        swarm.docker("service", "scale", "--detach", f"{API}=4")
+        seen: dict[int, float] = {}
+
+        def new_tasks_served() -> bool:
+            for slot in (3, 4):
+                if slot not in seen and (slot_predictions(slot) or 0) > 0:
+                    seen[slot] = time.monotonic() - started
+            return len(seen) == 2
+
+        traffic = wait_until(new_tasks_served, 30)
+        swarm.wait_converged(STACK, timeout=120)
+        time.sleep(2)
+        result = load.stop()
+    record("scale api 2 -> 4 under load", result, first_traffic_seconds=seen)
+    assert traffic, f"new tasks did not get traffic within 30 s: {seen}\n{stack_report()}"
+    assert_no_failures(result)
+    assert result.sent >= 2_000
+    assert sorted(t["slot"] for t in api_tasks()) == ["1", "2", "3", "4"]
+
+
+def _roll(stack: Deployed, step: str, command: list[str], want_version: str, want_image: str) -> None:
+    with BackgroundLoad(stack.key, load_cases(stack), max_seconds=300) as load:
+        assert wait_until(lambda: load.result.sent > 200, 15)
+        previous = update_status(API)
+        started = time.monotonic()
+        swarm.docker(*command)
+        assert wait_until(lambda: update_status(API)[1] != previous[1], 15), "the update did not start"
+        done = wait_until(lambda: update_status(API)[0] not in IN_PROGRESS, 280, interval=1)
+        seconds = time.monotonic() - started
+        time.sleep(2)
+        result = load.stop()
+    final = update_status(API)[0]
+    record(step, result, seconds=round(seconds, 1), update_state=final)
+    assert done and final in {"completed", "rollback_completed"}, f"update ended {final!r}\n{stack_report()}"
+    assert_no_failures(result)
+    assert result.sent >= 2_000
+    tasks = api_tasks()
+    assert len(tasks) == 4 and {t["image"] for t in tasks} == {want_image}, tasks
+    after = verified_requests(stack.key, payloads(stack.key, stack.models[want_version]), 400)
+    record(f"{step}: requests after it", after, mismatches=after.mismatches)
+    assert_no_failures(after)
+    assert after.versions == Counter({want_version: 400}) and after.mismatches == 0
+
+
+def test_rolling_update_to_a_new_image_tag_and_model_version(stack: Deployed) -> None:
+    new_tag = f"{stack.image.rsplit(':', 1)[0]}:e2e-rollout"
+    swarm.docker("tag", stack.image, new_tag)
+    stack.extra_tags.append(new_tag)
+    command = [
+        "service",
+        "update",
+        "--detach",
+        "--image",
+        new_tag,
+        "--env-add",
+        "PROPENSITY_MODEL_VERSION=v2",
+        API,
+    ]
+    _roll(stack, "rolling update to a new tag + model v2 under load", command, "v2", new_tag)
+
+
+def test_rollback_under_load(stack: Deployed) -> None:
+    command = ["service", "update", "--detach", "--rollback", API]
+    _roll(stack, "rollback to the previous spec under load", command, "v1", stack.image)
+
+
+def test_a_killed_task_is_replaced_and_no_request_fails(stack: Deployed) -> None:
+    victim = next(t for t in api_tasks() if t["slot"] == "2")
+    container = swarm.docker("ps", "-q", "--filter", f"label=com.docker.swarm.task.id={victim['id']}").strip()
+    assert container, f"no container for task {victim}"
+    with BackgroundLoad(stack.key, load_cases(stack), max_seconds=120) as load:
+        assert wait_until(lambda: load.result.sent > 500, 15)
+        started = time.monotonic()
+        swarm.docker("kill", container)
+
+        def replaced() -> bool:
+            slot2 = [t for t in api_tasks() if t["slot"] == "2"]
+            return any(t["id"] != victim["id"] and t["state"].startswith("Running") for t in slot2)
+
+        back = wait_until(replaced, 90, interval=0.5)
+        seconds = time.monotonic() - started
+        swarm.wait_converged(STACK, timeout=60)
+        served_before = slot_predictions(2) or 0.0
+        wait_until(lambda: (slot_predictions(2) or 0.0) > served_before, 15)
+        result = load.stop()
+    record("docker kill of one api task under load", result, replaced_seconds=round(seconds, 1))
+    assert back, f"task in slot 2 not replaced\n{stack_report()}"
+    assert_no_failures(result)
+    assert result.sent >= 2_000
+    assert len(api_tasks()) == 4
+
+
+def test_teardown_removes_everything(stack: Deployed, capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    stack.teardown()
+    seconds = time.monotonic() - started
+    if swarm.swarm_state().is_manager:
+        assert swarm.leftovers(STACK) == {}
+    if stack.initialised_swarm:
+        assert swarm.swarm_state().node_state == "inactive"
+        assert not stack.made_gwbridge or not _network_exists("docker_gwbridge")
+    assert not ports_in_use(loopback_ports())
+    with capsys.disabled():
+        print(f"\nswarm e2e: deployed in {stack.deploy_seconds:.1f}s, torn down in {seconds:.1f}s")
+        for step in STEPS:
+            print("  " + json.dumps(step))
