@@ -23,7 +23,6 @@ app = typer.Typer(
 )
 registry_app = typer.Typer(help="The model registry: versions and aliases.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
-register_lifecycle_commands(app)  # drift-report, retrain, retrain-scheduler, experiment
 app.add_typer(cluster_cli, name="cluster")
 app.add_typer(swarm_cli, name="swarm")
 
@@ -224,6 +223,9 @@ def autoscale(
         typer.echo(f"error: invalid PROPENSITY_AUTOSCALER_* settings:\n{exc}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(run(settings, once=once))
+
+
+register_lifecycle_commands(app)  # drift-report, retrain, retrain-scheduler, experiment
 
 
 def main() -> None:

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     model_name: str = Field("propensity", pattern=r"^[A-Za-z0-9_.-]+$")
     model_alias: str = Field("production", description="Alias the server follows")
     model_version: str | None = Field(None, description="Pin a version instead of following the alias")
+    startup_wait_seconds: float = Field(
+        60.0, ge=0, description="A worker waits this long for its first model load before accepting"
+    )
     reload_interval_seconds: float = Field(2.0, ge=0, description="How often workers check the alias; 0=off")
 
     # server
@@ -42,6 +45,16 @@ class Settings(BaseSettings):
     task_slot: int | None = Field(None, ge=1, description="this replica's Swarm task slot (1, 2, ...)")
     slot_port_base: int | None = Field(None, ge=1, le=65535, description="listen on this + task_slot")
     reuse_port: bool = Field(False, description="SO_REUSEPORT on the listening socket")
+    unix_socket: Path | None = Field(
+        None,
+        description="Also listen on this unix socket. The container healthcheck asks through it, so it "
+        "reaches this server even when another task shares the TCP port (reuse_port)",
+    )
+    preload: bool = Field(
+        False,
+        description="Import the app in the gunicorn master before listening: the workers fork ready, so a "
+        "new server answers about a second after it binds instead of after every worker's imports",
+    )
 
     # request contract
     max_rows: int = Field(10_000, ge=1)

@@ -1,4 +1,4 @@
-"""gunicorn configuration (used as `-c python:service.api.gunicorn_conf`; deploy/gunicorn.conf.py re-exports it).
+"""gunicorn configuration (`-c python:service.api.gunicorn_conf`; deploy/gunicorn.conf.py re-exports it).
 
 Workers and port come from the one Settings class. Prometheus multiprocess mode: a fresh metrics
 directory per server, and child_exit marks a dead worker's live gauges gone.
@@ -16,9 +16,14 @@ from service.settings import Settings
 _settings = Settings()
 
 bind = [f"{_settings.host}:{_settings.listen_port}"]
+if _settings.unix_socket is not None:  # the container healthcheck's own way in (see Settings.unix_socket)
+    bind.append(f"unix:{_settings.unix_socket}")
 # SO_REUSEPORT (off unless PROPENSITY_REUSE_PORT): on a shared host network a Swarm start-first update
 # starts the new task on its slot's port while the old one still drains; the kernel shares new connections.
 reuse_port = _settings.reuse_port
+# PROPENSITY_PRELOAD: the app (and numpy, pandas, ...) is imported before the port is bound, so connections
+# the kernel hands a starting server wait ~1 s for its workers, not the several seconds of their imports.
+preload_app = _settings.preload
 workers = _settings.workers
 worker_class = "service.api.worker.Worker"  # uvicorn, one write per response (see worker.py)
 keepalive = 75  # longer than nginx's upstream keepalive_timeout, so nginx closes idle connections first
@@ -34,6 +39,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
         prefix=f"propensity-metrics-{_settings.listen_port}-"
     )
+if preload_app:  # the master builds the app (and its metrics) before on_starting runs
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 
 def on_starting(server: Any) -> None:

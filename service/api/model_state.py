@@ -1,7 +1,9 @@
 """The model a worker serves, and how it follows the registry without a restart.
 
-A worker loads its model in the background after startup (so /health/live answers at once and
-/health/ready only after the self-check), then polls the registry's aliases file (one stat() per
+A worker loads its model in a background thread; the app's lifespan waits for that FIRST attempt before
+the worker accepts connections, so a starting worker never answers /predict with "not ready" while its
+siblings could serve. If the first attempt fails (a bad artifact), the worker starts anyway: /health/live
+answers, /health/ready says why it is not ready, and the follower keeps trying. It then polls the registry's aliases file (one stat() per
 interval). When the followed alias moves, the new version goes through load -> verify sha256 -> compile
 -> golden-row self-check, and only then replaces the current one in a single reference assignment. A
 request reads `holder.current` once, so it is scored by exactly one version. A version that fails any
@@ -34,6 +36,7 @@ class ModelHolder:
         self._stamp: tuple[int, int] | None = None
         self._failed: str | None = None
         self._stop = threading.Event()
+        self.first_attempt = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         metrics.model_ready.set(0)
@@ -52,7 +55,10 @@ class ModelHolder:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        self.refresh()
+        try:
+            self.refresh()
+        finally:
+            self.first_attempt.set()
         interval = self.settings.reload_interval_seconds
         while interval > 0 and not self._stop.wait(interval):
             self.refresh()

@@ -3,7 +3,8 @@
 Every recipe sees the notebook's splits of the same CSV. Each is judged by its train-split fit (the
 notebook's preliminary model) on the val + test rows, which none of them has seen; AUC intervals come from
 one paired bootstrap over those rows, so the differences to the notebook recipe have honest intervals.
-Training time is the whole `train()` call (selection, both GLM fits, metadata).
+Training time is the whole `train()` call (selection, both GLM fits, metadata), as process CPU time
+(comparable on a shared machine) and wall time.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +41,9 @@ class StudyRow:
     features_kept: int
     selection_vs_baseline: str  # L1-selected inputs added / dropped relative to the baseline recipe
     chosen_C: float
+    max_phat_diff_vs_baseline: float  # largest |phat - baseline phat| on the holdout
     seconds: float
+    cpu_seconds: float  # process CPU time: comparable on a busy machine, where wall time is not
 
 
 @dataclass(frozen=True)
@@ -57,12 +61,14 @@ def run_study(frame: pd.DataFrame, recipes: Sequence[Recipe], *, resamples: int 
     baseline = BASELINE if any(r.name == BASELINE for r in recipes) else recipes[0].name
     scores: dict[str, np.ndarray] = {}
     outcomes: dict[str, np.ndarray] = {}
-    info: dict[str, tuple[int, float, float]] = {}
+    info: dict[str, tuple[int, float, float, float]] = {}
     selected: dict[str, set[str]] = {}
     y: np.ndarray | None = None
     holdout_index: pd.Index | None = None
     for recipe in recipes:
+        cpu = time.process_time()
         result = train(frame, recipe)
+        cpu = time.process_time() - cpu
         splits = result.extra["splits"]
         X = pd.concat([splits.X_val, splits.X_test])
         if holdout_index is None:
@@ -75,14 +81,14 @@ def run_study(frame: pd.DataFrame, recipes: Sequence[Recipe], *, resamples: int 
         scores[recipe.name] = p
         outcomes[recipe.name] = (p > model.cutoff).astype(np.int64)
         training = result.metadata["training"]
-        info[recipe.name] = (int(training["features_kept"]), float(training["chosen_C"]), result.seconds)
+        info[recipe.name] = (int(training["features_kept"]), float(training["chosen_C"]), result.seconds, cpu)
         selected[recipe.name] = set(result.model.pipeline.named_steps["select"].selected_features_)
     assert y is not None
     evaluations, differences = evaluate_models(y, scores, outcomes, resamples=resamples, baseline=baseline)
     rows = []
     for name, ev in evaluations.items():
         diff = differences.get(name, {"auc": 0.0, "auc_ci95": [0.0, 0.0]})
-        kept, chosen_c, seconds = info[name]
+        kept, chosen_c, seconds, cpu_seconds = info[name]
         added = len(selected[name] - selected[baseline])
         dropped = len(selected[baseline] - selected[name])
         rows.append(
@@ -100,7 +106,9 @@ def run_study(frame: pd.DataFrame, recipes: Sequence[Recipe], *, resamples: int 
                 features_kept=kept,
                 selection_vs_baseline=f"+{added}/-{dropped}",
                 chosen_C=chosen_c,
+                max_phat_diff_vs_baseline=float(np.max(np.abs(scores[name] - scores[baseline]))),
                 seconds=seconds,
+                cpu_seconds=cpu_seconds,
             )
         )
     return Study(rows, baseline, int(y.size), len(frame), resamples)
@@ -115,8 +123,9 @@ def _ci(low: float, high: float, digits: int = 4) -> str:
 def markdown(study: Study) -> str:
     head = (
         "| recipe | AUC (95% CI) | ΔAUC vs " + study.baseline + " (95% CI) | log loss | Brier | "
-        "calibration error | features kept | selection vs " + study.baseline + " | C | training time (s) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+        "calibration error | features kept | selection vs " + study.baseline + " | C | max \\|Δphat\\| | "
+        "training time, CPU (wall) s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in study.rows:
@@ -128,8 +137,7 @@ def markdown(study: Study) -> str:
         lines.append(
             f"| {r.recipe} | {r.auc:.4f} {_ci(r.auc_ci_low, r.auc_ci_high)} | {delta} | {r.log_loss:.4f} | "
             f"{r.brier:.4f} | {r.calibration_error:.4f} | {r.features_kept} | {r.selection_vs_baseline} | "
-            f"{r.chosen_C:g} | "
-            f"{r.seconds:.1f} |"
+            f"{r.chosen_C:g} | {r.max_phat_diff_vs_baseline:.2g} | {r.cpu_seconds:.1f} ({r.seconds:.1f}) |"
         )
     foot = (
         f"\n{study.data_rows} rows; holdout = val + test splits ({study.holdout_rows} rows, unseen by every "

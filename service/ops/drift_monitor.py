@@ -2,9 +2,9 @@
 
 observe() (called by /predict after scoring) only appends references to the arrays the compiled scorer
 already produced (parsed numeric values, category codes, phat) to a buffer. The buffer is folded into
-bucket counts when it reaches `drift_chunk_rows` rows or when the gauges are refreshed (every
-`drift_publish_seconds`, on a request, and on every /metrics render). Counts go into an open chunk; a chunk
-closes at `drift_chunk_rows` rows or `drift_chunk_seconds` of age, is appended to the spool (if set) and
+bucket counts at `drift_chunk_rows` rows or 1,000 requests, and whenever the gauges are refreshed (every
+`drift_publish_seconds`, on a request, and on every /metrics render). Counts go into an open chunk; a
+chunk closes at `drift_chunk_rows` rows or `drift_chunk_seconds` of age, goes to the spool (if set) and
 joins the rolling window: the newest closed chunks covering about `drift_window_rows` rows, at most
 `drift_max_chunks` of them. Memory is bounded by the chunk count, whatever the traffic.
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from service.api.scoring import CompiledModel, Scored
 
 log = logging.getLogger("propensity.drift")
+FOLD_BATCHES = 1_000  # fold at least every 1,000 requests: keeps one fold to a few ms (single rows)
 _Batch = tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[float], set[int]]
 
 
@@ -80,7 +81,7 @@ class DriftMonitor:
             return
         self._buffer.append((scored.numeric_values, scored.category_codes, scored.phat, scored.bad_rows))
         self._buffered += len(scored.phat)
-        if self._buffered >= self.settings.drift_chunk_rows:
+        if self._buffered >= self.settings.drift_chunk_rows or len(self._buffer) >= FOLD_BATCHES:
             self.fold()
         if self._monotonic() >= self._next_publish:
             self.publish()

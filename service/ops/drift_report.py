@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,10 @@ from service.ops.drift import (
 from service.ops.drift_spool import read_spool
 from service.ops.drift_stats import ALERT, WARN, Thresholds
 
+if TYPE_CHECKING:
+    from service.api.scoring import CompiledModel
+    from service.model.registry import Registry
+
 BATCH = 10_000
 COLORS = {"ok": "#2e7d32", "warn": "#ef6c00", "alert": "#c62828"}
 
@@ -50,7 +54,7 @@ class DriftResult:
     notes: list[str] = field(default_factory=list)
 
 
-def drift_of_csv(path: Path, model: Any, thresholds: Thresholds, min_rows: int) -> DriftResult:
+def drift_of_csv(path: Path, model: CompiledModel, thresholds: Thresholds, min_rows: int) -> DriftResult:
     """Score a CSV of raw rows with the compiled model and bucket what it saw (rows that fail to parse are
     left out and counted in a note)."""
     ref = DriftReference.from_model(model)
@@ -81,7 +85,7 @@ def drift_of_csv(path: Path, model: Any, thresholds: Thresholds, min_rows: int) 
 
 
 def drift_of_spool(
-    spool_dir: Path, since_seconds: float, registry: Any, thresholds: Thresholds, min_rows: int
+    spool_dir: Path, since_seconds: float, registry: Registry, thresholds: Thresholds, min_rows: int
 ) -> DriftResult:
     """Sum the spool's chunks of the last `since_seconds`, for the version that scored the most rows."""
     now = time.time()

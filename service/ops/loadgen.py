@@ -18,7 +18,7 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -56,6 +56,7 @@ class LoadResult:
     header_values: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
+    invalid: int = 0  # 2xx answers whose content the caller's validate() rejected
 
     @property
     def completed(self) -> int:
@@ -67,8 +68,8 @@ class LoadResult:
 
     @property
     def failed(self) -> int:
-        """Everything that is not a 2xx response: non-2xx statuses plus transport errors."""
-        return self.sent - self.ok
+        """Everything that is not a valid 2xx response: other statuses, transport errors, invalid bodies."""
+        return self.sent - self.ok + self.invalid
 
     @property
     def rps(self) -> float:
@@ -89,11 +90,12 @@ class LoadResult:
 
 
 class _Response:
-    __slots__ = ("header", "status")
+    __slots__ = ("body", "header", "status")
 
-    def __init__(self, status: int, header: str | None) -> None:
+    def __init__(self, status: int, header: str | None, body: bytes) -> None:
         self.status = status
         self.header = header
+        self.body = body
 
 
 async def _read_response(reader: asyncio.StreamReader, header: bytes | None) -> tuple[_Response, bool]:
@@ -117,18 +119,21 @@ async def _read_response(reader: asyncio.StreamReader, header: bytes | None) -> 
             keep = False
         if header is not None and name == header:
             found = value.decode("latin-1")
+    body = b""
     if chunked:
+        parts = []
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
+            parts.append((await reader.readexactly(size + 2))[:size])
             if size == 0:
                 break
+        body = b"".join(parts)
     elif length >= 0:
-        await reader.readexactly(length)
+        body = await reader.readexactly(length)
     else:
-        await reader.read()  # delimited by close
+        body = await reader.read()  # delimited by close
         keep = False
-    return _Response(status, found), keep
+    return _Response(status, found, body), keep
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -156,7 +161,10 @@ class LoadRunner:
         deadline_seconds: float = 60.0,
         request_timeout: float = 30.0,
         header: str | None = None,
+        validate: Callable[[int, int, str | None, bytes], bool] | None = None,
     ) -> None:
+        """`validate(request index, status, header value, body)` checks each 2xx answer's content; a
+        False answer is counted in `result.invalid` (and so in `failed`)."""
         if not requests or total < 1 or concurrency < 1:
             raise ValueError("need at least one request, total >= 1 and concurrency >= 1")
         self.target = Target.from_url(url)
@@ -166,6 +174,7 @@ class LoadRunner:
         self.deadline_seconds = deadline_seconds
         self.request_timeout = request_timeout
         self.header = header.lower().encode() if header else None
+        self.validate = validate
         self.result = LoadResult()
         self._next = 0
         self._thread: threading.Thread | None = None
@@ -243,6 +252,7 @@ class LoadRunner:
         try:
             while (index := self._claim()) is not None:
                 request = self.requests[index % len(self.requests)]
+                index %= len(self.requests)
                 started = time.perf_counter()
                 try:
                     async with asyncio.timeout(self.request_timeout):
@@ -267,6 +277,12 @@ class LoadRunner:
                     continue
                 result.sent += 1
                 result.statuses[response.status] += 1
+                if (
+                    self.validate is not None
+                    and 200 <= response.status < 300
+                    and not self.validate(index, response.status, response.header, response.body)
+                ):
+                    result.invalid += 1
                 result.latencies.append(time.perf_counter() - started)
                 if response.header is not None:
                     result.header_values[response.header] += 1

@@ -68,7 +68,11 @@ except ImportError:  # pragma: no cover - the cluster module is not there yet
     pass
 else:
 
-    @section("cluster", "cluster: 10,000-row cache hit vs miss; 1-row req/s via nginx vs one replica")
+    @section(
+        "cluster",
+        "10,000-row cache hit vs miss; 1-row req/s via nginx vs one replica (a 2-replica cluster)",
+        quick=False,  # starting a cluster alone takes most of --quick's minute
+    )
     def cluster(ctx: Context) -> list[Result]:
         data = run_cluster_bench(ctx.workdir / "cluster", quick=ctx.options.quick, load=wrk_load)
         return _cache_rows(data["cache_10k"]) + _throughput_rows(data["single_row_throughput"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -81,6 +81,7 @@ class Context:
     workdir: Path
     registry_dir: Path
     _server: BenchServer | None = None
+    _stack: ExitStack = field(default_factory=ExitStack)
 
     def server_env(self, **overrides: str) -> dict[str, str]:
         """Settings of the benchmark server: production defaults, a temp registry, the cache off."""
@@ -97,7 +98,7 @@ class Context:
             server = BenchServer(
                 self.server_env(), workers=self.options.workers, log_path=self.workdir / "gunicorn.log"
             )
-            self._server = server.__enter__()
+            self._server = self._stack.enter_context(server)
         return self._server
 
     @contextmanager
@@ -108,9 +109,8 @@ class Context:
             yield server
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        self._stack.close()
+        self._server = None
 
 
 SectionFn = Callable[[Context], list[Result]]
@@ -122,16 +122,19 @@ class Section:
     about: str
     run: SectionFn
     default: bool  # part of a plain `make bench` (False: only with --only)
+    quick: bool  # part of `--quick` (False: only without --quick, or with --only)
 
 
 SECTIONS: dict[str, Section] = {}
 
 
-def section(name: str, about: str, *, default: bool = True) -> Callable[[SectionFn], SectionFn]:
+def section(
+    name: str, about: str, *, default: bool = True, quick: bool = True
+) -> Callable[[SectionFn], SectionFn]:
     def register(fn: SectionFn) -> SectionFn:
         if name in SECTIONS:
             raise ValueError(f"benchmark section {name!r} is registered twice")
-        SECTIONS[name] = Section(name, about, fn, default)
+        SECTIONS[name] = Section(name, about, fn, default, quick)
         return fn
 
     return register

@@ -69,7 +69,7 @@ def selected(args: argparse.Namespace) -> list[str]:
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         raise SystemExit(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    return names or [name for name, s in SECTIONS.items() if s.default]
+    return names or [n for n, s in SECTIONS.items() if s.default and (s.quick or not args.quick)]
 
 
 def run_sections(ctx: Context, names: list[str]) -> tuple[list[Result], list[str]]:
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         for s in SECTIONS.values():
-            print(f"{s.name:<12} {'' if s.default else '(--only) '}{s.about}")
+            when = "" if s.default and s.quick else "(--only) " if not s.default else "(not in --quick) "
+            print(f"{s.name:<12} {when}{s.about}")
         return 0
     require_wrk()
     options, names = options_from(args), selected(args)

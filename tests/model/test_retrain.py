@@ -166,6 +166,7 @@ def test_a_crash_mid_retrain_leaves_production_alone(
     assert read_decisions(registry)[-1]["error"].startswith("MemoryError")
 
 
+@pytest.mark.slow
 def test_passing_challengers_are_held_for_a_human_when_policy_says_so(
     registry: Registry, good_csv: Path
 ) -> None:

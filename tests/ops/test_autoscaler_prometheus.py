@@ -118,7 +118,9 @@ def run_scenario(s: Scenario, served: AutoscalerMetrics) -> Scenario:
         kind: autoscaler(s.prom, kind, served if kind is SignalKind.INFLIGHT else AutoscalerMetrics())
         for kind in SignalKind
     }
-    s.scalers = {kind: a.scaler for kind, a in scalers.items()}  # type: ignore[misc]
+    for kind, a in scalers.items():
+        assert isinstance(a.scaler, MemoryScaler)
+        s.scalers[kind] = a.scaler
     s.before = {kind: a.step() for kind, a in scalers.items()}
 
     runner = LoadRunner(

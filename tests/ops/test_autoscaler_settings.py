@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -132,3 +133,11 @@ def test_the_daemon_serves_its_metrics_holds_and_stops_on_sigterm() -> None:
     assert "hold: no load data (signal_error): unreachable" in output
     assert "scaling propensity_api 1 -> 2 (below_min" in output
     assert "stopping" in output
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "autoscaling.md").read_text()
+    missing = [
+        n for n in AutoscalerSettings.model_fields if f"`PROPENSITY_AUTOSCALER_{n.upper()}`" not in doc
+    ]
+    assert not missing, f"docs/autoscaling.md lacks {missing}"

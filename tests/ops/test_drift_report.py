@@ -51,6 +51,7 @@ def test_report_of_a_shifted_csv(env: Path, shifted_csv: Path) -> None:
     assert_self_contained(html)
 
 
+@pytest.mark.slow
 def test_fail_on_alert_exits_3(env: Path, shifted_csv: Path) -> None:
     result = runner.invoke(
         app, ["drift-report", "--data", str(shifted_csv), "--out", str(env / "r.html"), "--fail-on-alert"]
@@ -58,6 +59,7 @@ def test_fail_on_alert_exits_3(env: Path, shifted_csv: Path) -> None:
     assert result.exit_code == 3
 
 
+@pytest.mark.slow
 def test_report_of_what_the_service_scored(
     env: Path, approved_registry: Registry, shifted_rows: pd.DataFrame
 ) -> None:

@@ -154,7 +154,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         started = time.monotonic()
         swarm.deploy(STACK_FILE, STACK, env=env, resolve_image="never")
         try:
-            swarm.wait_converged(STACK, timeout=300, log=log)
+            swarm.wait_converged(STACK, timeout=180, log=log)
         except swarm.SwarmError as exc:
             pytest.fail(f"{exc}\n{stack_report()}")
         deployed.deploy_seconds = time.monotonic() - started

@@ -42,13 +42,15 @@ class AutoscalerSettings(BaseSettings):
     # what to scale
     service: str = Field("propensity_api", min_length=1, description="Swarm service to scale (<stack>_api)")
     docker_url: str | None = Field(None, description="Docker Engine URL; unset = DOCKER_HOST or the socket")
-    min_replicas: int = Field(2, ge=1, le=1000)
-    max_replicas: int = Field(10, ge=1, le=1000)
+    min_replicas: int = Field(2, ge=1, le=1000, description="never fewer replicas (restored without data)")
+    max_replicas: int = Field(10, ge=1, le=1000, description="never more replicas")
 
     # the load signal
-    prometheus_url: str = Field("http://prometheus:9090", pattern=r"^https?://")
-    prometheus_timeout_seconds: float = Field(5.0, gt=0, le=60)
-    signal: SignalKind = SignalKind.INFLIGHT
+    prometheus_url: str = Field(
+        "http://prometheus:9090", pattern=r"^https?://", description="Prometheus base URL"
+    )
+    prometheus_timeout_seconds: float = Field(5.0, gt=0, le=60, description="per query")
+    signal: SignalKind = Field(SignalKind.INFLIGHT, description="load signal preset: inflight, rate or cpu")
     query: str | None = Field(None, description="PromQL for the total load (overrides the signal's preset)")
     replicas_query: str = Field(
         DEFAULT_REPLICAS_QUERY, description="PromQL counting replicas that report; empty = assume all"
@@ -59,9 +61,13 @@ class AutoscalerSettings(BaseSettings):
 
     # the policy (Kubernetes HPA semantics)
     tolerance: float = Field(0.1, ge=0, lt=1, description="no change while |metric/target - 1| <= this")
-    interval_seconds: float = Field(15.0, gt=0, le=3600)
-    scale_up_window_seconds: float = Field(30.0, ge=0, le=3600)
-    scale_down_window_seconds: float = Field(300.0, ge=0, le=86400)
+    interval_seconds: float = Field(15.0, gt=0, le=3600, description="one decision per interval")
+    scale_up_window_seconds: float = Field(
+        30.0, ge=0, le=3600, description="scale up only to the lowest recommendation of this window"
+    )
+    scale_down_window_seconds: float = Field(
+        300.0, ge=0, le=86400, description="scale down only to the highest recommendation of this window"
+    )
     max_scale_up_step: int = Field(4, ge=1, description="most replicas added by one decision")
     max_scale_down_step: int = Field(1, ge=1, description="most replicas removed by one decision")
 
@@ -70,9 +76,11 @@ class AutoscalerSettings(BaseSettings):
     static_replicas: int | None = Field(
         None, ge=0, description="no Docker: pretend the service has this many replicas (simulation)"
     )
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = Field(
+        "127.0.0.1", description="bind address of the own /metrics (0.0.0.0 in a stack)"
+    )
     metrics_port: int = Field(9101, ge=0, le=65535, description="own /metrics; 0 = off")
-    log_level: str = "info"
+    log_level: str = Field("info", pattern=r"(?i)^(debug|info|warning|error)$")
 
     @model_validator(mode="after")
     def _check(self) -> AutoscalerSettings:
