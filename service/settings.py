@@ -24,7 +24,9 @@ class Settings(BaseSettings):
 
     # registry
     artifacts_dir: Path = Field(Path("artifacts"), description="Registry root: <dir>/<model>/<version>/")
-    model_name: str = Field("propensity", pattern=r"^[A-Za-z0-9_.-]+$")
+    model_name: str = Field(
+        "propensity", pattern=r"^[A-Za-z0-9_.-]+$", description="Model name in the registry"
+    )
     model_alias: str = Field("production", description="Alias the server follows")
     model_version: str | None = Field(None, description="Pin a version instead of following the alias")
     startup_wait_seconds: float = Field(
@@ -33,10 +35,10 @@ class Settings(BaseSettings):
     reload_interval_seconds: float = Field(2.0, ge=0, description="How often workers check the alias; 0=off")
 
     # server
-    host: str = "127.0.0.1"
-    port: int = Field(1313, ge=1, le=65535)
-    workers: int = Field(2, ge=1, le=64)
-    log_level: str = "info"
+    host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 in the Docker image)")
+    port: int = Field(1313, ge=1, le=65535, description="Listen port")
+    workers: int = Field(2, ge=1, le=64, description="gunicorn (uvicorn) worker processes")
+    log_level: str = Field("info", description="debug, info, warning, error")
     slow_request_seconds: float = Field(1.0, gt=0, description="log the request id of slower requests")
     access_log: bool = Field(False, description="log every request's id (errors and slow ones always are)")
     # Several replicas on one host network (the single-host Swarm stack): each task listens on
@@ -45,11 +47,6 @@ class Settings(BaseSettings):
     task_slot: int | None = Field(None, ge=1, description="this replica's Swarm task slot (1, 2, ...)")
     slot_port_base: int | None = Field(None, ge=1, le=65535, description="listen on this + task_slot")
     reuse_port: bool = Field(False, description="SO_REUSEPORT on the listening socket")
-    unix_socket: Path | None = Field(
-        None,
-        description="Also listen on this unix socket. The container healthcheck asks through it, so it "
-        "reaches this server even when another task shares the TCP port (reuse_port)",
-    )
     preload: bool = Field(
         False,
         description="Import the app in the gunicorn master before listening: the workers fork ready, so a "
@@ -57,27 +54,31 @@ class Settings(BaseSettings):
     )
 
     # request contract
-    max_rows: int = Field(10_000, ge=1)
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
-    max_errors_listed: int = Field(100, ge=1)
-    unseen_category_policy: UnseenCategoryPolicy = UnseenCategoryPolicy.MISSING
-    batch_error_policy: BatchErrorPolicy = BatchErrorPolicy.REJECT
+    max_rows: int = Field(10_000, ge=1, description="Rows per /predict call; more -> 413")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Body size limit; more -> 413")
+    max_errors_listed: int = Field(100, ge=1, description="Field errors listed in one 422 (all are counted)")
+    unseen_category_policy: UnseenCategoryPolicy = Field(
+        UnseenCategoryPolicy.MISSING, description="missing: score as missing and count; reject: 422"
+    )
+    batch_error_policy: BatchErrorPolicy = Field(
+        BatchErrorPolicy.REJECT, description="reject: any bad row -> 422; score-valid: score the rest"
+    )
 
     # response cache
     redis_url: str | None = Field(None, description="redis://host:port/db; unset = in-process LRU")
-    cache_enabled: bool = True
+    cache_enabled: bool = Field(True, description="Response cache on/off")
     cache_min_body_bytes: int = Field(
         64 * 1024,
         ge=0,
         description="Only bodies at least this large (~25 rows) are cached: below, a Redis round trip and "
         "the key hashing cost about what scoring saves (docs/cluster.md has the measurements)",
     )
-    cache_ttl_seconds: int = Field(3600, ge=1)
-    cache_max_value_bytes: int = Field(16 * 1024 * 1024, ge=1)
-    cache_lru_max_bytes: int = Field(256 * 1024 * 1024, ge=0)
-    redis_timeout_seconds: float = Field(0.05, gt=0, le=5)
+    cache_ttl_seconds: int = Field(3600, ge=1, description="Redis TTL of a cached response")
+    cache_max_value_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Larger responses are not cached")
+    cache_lru_max_bytes: int = Field(256 * 1024 * 1024, ge=0, description="In-process LRU size per worker")
+    redis_timeout_seconds: float = Field(0.05, gt=0, le=5, description="Redis socket timeout (fail-open)")
     redis_breaker_failures: int = Field(3, ge=1, description="Consecutive failures that open the breaker")
-    redis_breaker_reset_seconds: float = Field(5.0, gt=0)
+    redis_breaker_reset_seconds: float = Field(5.0, gt=0, description="Open breaker skips Redis this long")
 
     # nginx in front of the replicas (the local cluster, `make up`)
     rate_limit_per_second: float = Field(
@@ -86,25 +87,29 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(50, ge=0, description="requests allowed above the rate before 429s")
 
     # drift monitoring (per worker: a rolling window of bucket counts; see service/ops/drift.py)
-    drift_enabled: bool = True
+    drift_enabled: bool = Field(True, description="Drift monitoring of scored rows")
     drift_window_rows: int = Field(50_000, ge=100, description="Rows the rolling window keeps (about)")
     drift_chunk_rows: int = Field(5_000, ge=10, description="A window chunk closes at this many rows ...")
     drift_chunk_seconds: float = Field(60.0, gt=0, description="... or when it is this old")
     drift_max_chunks: int = Field(60, ge=1, description="Chunks kept in the window (bounds its time span)")
     drift_min_rows: int = Field(1_000, ge=1, description="Rows a window needs before drift is reported")
     drift_publish_seconds: float = Field(5.0, gt=0, description="How often a worker refreshes its gauges")
-    drift_psi_warn: float = Field(0.1, gt=0)
-    drift_psi_alert: float = Field(0.2, gt=0)
+    drift_psi_warn: float = Field(0.1, gt=0, description="PSI that warns")
+    drift_psi_alert: float = Field(0.2, gt=0, description="PSI that alerts")
     drift_js_warn: float = Field(0.13, gt=0, description="JS distance (base 2); ≈ PSI 0.1 for small shifts")
     drift_js_alert: float = Field(0.19, gt=0, description="JS distance (base 2); ≈ PSI 0.2 for small shifts")
     drift_missing_warn: float = Field(0.02, gt=0, description="|missing rate - reference| that warns")
-    drift_missing_alert: float = Field(0.05, gt=0)
+    drift_missing_alert: float = Field(0.05, gt=0, description="|missing rate - reference| that alerts")
     drift_unseen_warn: float = Field(0.001, gt=0, description="share of rows with an unseen level that warns")
-    drift_unseen_alert: float = Field(0.01, gt=0)
+    drift_unseen_alert: float = Field(
+        0.01, gt=0, description="share of rows with an unseen level that alerts"
+    )
     drift_spool_dir: Path | None = Field(
         None, description="Workers append closed window chunks here (for `drift-report --since`); unset = off"
     )
-    drift_spool_retention_hours: float = Field(168.0, gt=0)
+    drift_spool_retention_hours: float = Field(
+        168.0, gt=0, description="Spool files older than this are deleted"
+    )
 
     # gated retraining (service/model/retrain.py)
     retrain_auto_promote: bool = Field(
@@ -114,8 +119,8 @@ class Settings(BaseSettings):
     retrain_min_auc: float = Field(
         0.7, ge=0, le=1, description="Holdout AUC floor (catches labels corrupted in the holdout too)"
     )
-    retrain_max_log_loss_increase: float = Field(0.005, ge=0)
-    retrain_max_brier_increase: float = Field(0.002, ge=0)
+    retrain_max_log_loss_increase: float = Field(0.005, ge=0, description="Gate: log-loss increase allowed")
+    retrain_max_brier_increase: float = Field(0.002, ge=0, description="Gate: Brier increase allowed")
     retrain_max_flip_share: float = Field(1.0, ge=0, le=1, description="Share of flipped outcomes; 1 = off")
     retrain_min_rows: int = Field(5_000, ge=200, description="Fewer rows fail validation")
     retrain_min_class_share: float = Field(0.05, ge=0, lt=0.5, description="Minority class share at least")

@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Protocol
 
+import msgspec
 import orjson
 
 # sha256, not blake2b: OpenSSL's sha256 uses the CPU's SHA extensions and hashes a 10,000-row body
@@ -33,6 +34,12 @@ def raw_key(model_sha: str, body: bytes) -> str:
 def normalised_key(model_sha: str, payload: Any) -> str:
     canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
     return f"propensity:{model_sha[:16]}:norm:{_HASH(canonical).hexdigest()[:40]}"
+
+
+def columns_key(model_sha: str, rows: list[Any]) -> str:
+    """Key of a batch decoded by columns: only the model's columns, all that the answer depends on."""
+    digest = hashlib.blake2b(msgspec.json.encode(rows), digest_size=20).hexdigest()
+    return f"propensity:{model_sha[:16]}:cols:{digest}"
 
 
 class ResponseCache(Protocol):

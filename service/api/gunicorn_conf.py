@@ -16,13 +16,12 @@ from service.settings import Settings
 _settings = Settings()
 
 bind = [f"{_settings.host}:{_settings.listen_port}"]
-if _settings.unix_socket is not None:  # the container healthcheck's own way in (see Settings.unix_socket)
-    bind.append(f"unix:{_settings.unix_socket}")
 # SO_REUSEPORT (off unless PROPENSITY_REUSE_PORT): on a shared host network a Swarm start-first update
-# starts the new task on its slot's port while the old one still drains; the kernel shares new connections.
+# starts the new task on its slot's port while the old one still drains. gunicorn then gives every worker
+# its own listening socket, bound as it forks, and the kernel spreads new connections over all of them.
 reuse_port = _settings.reuse_port
-# PROPENSITY_PRELOAD: the app (and numpy, pandas, ...) is imported before the port is bound, so connections
-# the kernel hands a starting server wait ~1 s for its workers, not the several seconds of their imports.
+# PROPENSITY_PRELOAD: the app (numpy, pandas, ...) is imported in the master before the workers fork, so a
+# worker's socket (reuse_port: bound at fork) waits ~1 s for its model, not the seconds of its imports.
 preload_app = _settings.preload
 workers = _settings.workers
 worker_class = "service.api.worker.Worker"  # uvicorn, one write per response (see worker.py)

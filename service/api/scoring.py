@@ -9,6 +9,7 @@ tests/api/test_scoring_parity.py holds this module to it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,36 @@ from service.errors import ArtifactError, FieldError, SelfCheckFailed
 from service.model.artifact import GOLDEN_TOLERANCE, FittedModel, LoadedArtifact
 from service.model.parsing import (
     MISSING_CODE,
+    MISSING_TOKENS,
     category_lookup,
     parse_category_column,
+    parse_number,
     parse_numeric_column,
 )
+
+# Up to this many rows are scored row by row in plain Python: the array path costs ~200 numpy calls per
+# batch whatever its size (~130 us), the row path ~20 us per row. Both give the same bits.
+SMALL_BATCH = 8
+
+
+def _small_category_code(value: Any, lookup: dict[str, int]) -> int | None:
+    """A level code or MISSING_CODE; None for anything else (unseen, malformed: the array path reports it)."""
+    if type(value) is str:
+        code = lookup.get(value)
+        if code is None:
+            key = value.strip().casefold()
+            code = lookup.get(key)
+            if code is None:
+                return MISSING_CODE if key in MISSING_TOKENS else None
+        return code
+    return MISSING_CODE if value is None else None
+
+
+def _column(rows: list[Any], name: str) -> list[Any]:
+    """One column's raw values, from JSON objects (dicts) or from ColumnDecoder's rows (structs)."""
+    if rows and type(rows[0]) is not dict:
+        return list(map(attrgetter(name), rows))
+    return [r.get(name) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -112,6 +139,9 @@ class CompiledModel:
                 raise ArtifactError(f"cannot compile model input {name!r}: both factors must be model inputs")
         self.output_keys = sorted([*self.features, "business_outcome", "phat"])
         self.used_columns = [n.name for n in self.numeric] + [c.column for c in self.categories]
+        from service.api.decoding import ColumnDecoder
+
+        self.column_decoder = ColumnDecoder(self.used_columns)
         self.reference: dict[str, Any] = {}  # the artifact's reference_distributions (drift monitoring)
 
     @staticmethod
@@ -138,6 +168,60 @@ class CompiledModel:
         return compiled
 
     def score(self, rows: list[dict[str, Any]], *, reject_unseen: bool = False) -> Scored:
+        if len(rows) <= SMALL_BATCH and type(rows[0]) is dict:
+            small = self._score_small(rows)
+            if small is not None:
+                return small
+        return self._score_arrays(rows, reject_unseen=reject_unseen)
+
+    def _score_small(self, rows: list[dict[str, Any]]) -> Scored | None:
+        """Row by row, with the same IEEE operations in the same order as the array path (same bits).
+
+        Clean rows only: on a value that is malformed, unseen or not finite it returns None, and the array
+        path scores the batch and reports every problem.
+        """
+        columns: dict[str, list[Any]] = {f: [] for f in self.features}
+        raw: dict[str, list[float]] = {spec.name: [] for spec in self.numeric}
+        codes: dict[str, list[int]] = {cat.column: [] for cat in self.categories}
+        etas: list[float] = []
+        for row in rows:
+            contributions: dict[str, float] = {}
+            for spec in self.numeric:
+                try:
+                    value = parse_number(row.get(spec.name), spec.fmt)
+                except (ValueError, OverflowError):
+                    return None
+                raw[spec.name].append(value)
+                z = ((spec.fill if value != value else value) - spec.mean) / spec.scale
+                contributions[spec.name] = z
+                columns[spec.name].append(z)
+            for cat in self.categories:
+                code = _small_category_code(row.get(cat.column), cat.lookup)
+                if code is None:
+                    return None
+                codes[cat.column].append(code)
+                for feature, level in cat.dummies.items():
+                    hit = code < 0 if level == MISSING_CODE else code == level
+                    contributions[feature] = 1.0 if hit else 0.0
+                    columns[feature].append(1 if hit else 0)
+            for name, a, b in self.products:
+                contributions[name] = contributions[a] * contributions[b]
+                columns[name].append(contributions[name])
+            eta = 0.0
+            for feature, coef in zip(self.features, self.coefficients, strict=True):
+                eta += coef * contributions[feature]
+            etas.append(eta)
+        with np.errstate(over="ignore"):  # numpy's exp, exactly as the array path
+            phat = 1.0 / (1.0 + np.exp(-np.array(etas, dtype=np.float64)))
+        return Scored(
+            columns=columns,
+            phat=phat.tolist(),
+            outcome=(phat > self.cutoff).astype(np.int64).tolist(),
+            numeric_values={k: np.array(v, dtype=np.float64) for k, v in raw.items()},
+            category_codes={k: np.array(v, dtype=np.int64) for k, v in codes.items()},
+        )
+
+    def _score_arrays(self, rows: list[dict[str, Any]], *, reject_unseen: bool = False) -> Scored:
         n = len(rows)
         columns: dict[str, Any] = {}
         errors: list[FieldError] = []
@@ -146,7 +230,7 @@ class CompiledModel:
         contributions: dict[str, np.ndarray] = {}
         numeric_values: dict[str, np.ndarray] = {}
         for spec in self.numeric:
-            values, problems = parse_numeric_column([r.get(spec.name) for r in rows], spec.fmt)
+            values, problems = parse_numeric_column(_column(rows, spec.name), spec.fmt)
             for i, reason, value in problems.items:
                 errors.append(FieldError(i, spec.name, reason, value))
                 bad.add(i)
@@ -159,9 +243,7 @@ class CompiledModel:
         unseen_mask = np.zeros(n, dtype=bool)
         codes_by_column: dict[str, np.ndarray] = {}
         for cat in self.categories:
-            codes, problems, unseen_values = parse_category_column(
-                [r.get(cat.column) for r in rows], cat.lookup
-            )
+            codes, problems, unseen_values = parse_category_column(_column(rows, cat.column), cat.lookup)
             codes_by_column[cat.column] = codes
             for i, reason, value in problems.items:
                 errors.append(FieldError(i, cat.column, reason, value))

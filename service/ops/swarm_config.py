@@ -104,7 +104,7 @@ def nginx_conf(variant: str) -> str:
         }
     elif variant == "test":
         servers = "\n".join(
-            f"        server {HOST}:{port} max_fails=1 fail_timeout=2s;" for port in slot_ports()
+            f"        server {HOST}:{port} max_fails=3 fail_timeout=2s;" for port in slot_ports()
         )
         values |= {
             "USER": "user www-data;  # Debian's nginx user",
@@ -112,8 +112,8 @@ def nginx_conf(variant: str) -> str:
             "LISTEN": f"{HOST}:{NGINX_PORT}",
             "UPSTREAM_SERVERS": (
                 f"        # Here: one entry per api task slot (port {SLOT_PORT_BASE} + slot). A slot\n"
-                "        # without a task refuses at once on loopback, so one refusal (max_fails=1)\n"
-                "        # skips it for 2 s.\n" + servers
+                "        # without a task refuses at once on loopback: a retry, never a failed request.\n"
+                + servers
             ),
             "RETRY_TRIES": "0",  # no limit but the number of entries: every slot at most once per request
         }

@@ -41,9 +41,9 @@ def reference_model() -> FittedModel:
 
 
 @router.post("/bench/naive", response_model=None)
-def naive_predict(rows: list[NaiveRow] | NaiveRow) -> list[dict[str, Any]] | dict[str, Any]:  # type: ignore[valid-type]
+def naive_predict(rows: list[NaiveRow] | NaiveRow) -> list[dict[str, Any]] | dict[str, Any]:
     single = not isinstance(rows, list)
-    items: list[BaseModel] = [rows] if single else rows  # type: ignore[list-item]
+    items: list[BaseModel] = list(rows) if isinstance(rows, list) else [rows]
     frame = pd.DataFrame([item.model_dump() for item in items])
     scored = reference_model().predict(frame)
     records: list[dict[str, Any]] = scored.to_dict(orient="records")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -43,7 +42,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 def cluster(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Iterator[Cluster]:
     env = {"PROPENSITY_RELOAD_INTERVAL_SECONDS": "0.2"}
     with running_cluster(
-        tmp_path_factory.mktemp("rollout-cluster"), replicas=2, workers=2, artifacts_dir=registry.root, env=env
+        tmp_path_factory.mktemp("rollout-cluster"),
+        replicas=2,
+        workers=2,
+        artifacts_dir=registry.root,
+        env=env,
     ) as c:
         yield c
 
@@ -71,7 +74,9 @@ def model_info(cluster: Cluster, version: str) -> float:
 
 
 def test_promote_and_rollback_under_load(cluster: Cluster, registry: Registry) -> None:
-    rows: list[dict[str, object]] = orjson.loads(make_replica_frame(50, 31, target=False).to_json(orient="records"))
+    rows: list[dict[str, object]] = orjson.loads(
+        make_replica_frame(50, 31, target=False).to_json(orient="records")
+    )
     expected = expected_bodies(registry, rows)
     assert all(a != b for a, b in zip(expected["v1"], expected["v2"], strict=True))
     requests = [post("/predict", orjson.dumps(row)) for row in rows]
@@ -80,8 +85,13 @@ def test_promote_and_rollback_under_load(cluster: Cluster, registry: Registry) -
         return version in expected and body == expected[version][index]
 
     load = LoadRunner(
-        f"http://127.0.0.1:{cluster.config.nginx_port}", requests, total=REQUESTS, concurrency=32,
-        deadline_seconds=240, header="X-Model-Version", validate=consistent,
+        f"http://127.0.0.1:{cluster.config.nginx_port}",
+        requests,
+        total=REQUESTS,
+        concurrency=32,
+        deadline_seconds=240,
+        header="X-Model-Version",
+        validate=consistent,
     ).start()
     assert load.wait_for_progress(800, timeout=60)
     registry.set_alias("production", "v2")
