@@ -3,11 +3,13 @@
 A worker loads its model in a background thread; the app's lifespan waits for that FIRST attempt before
 the worker accepts connections, so a starting worker never answers /predict with "not ready" while its
 siblings could serve. If the first attempt fails (a bad artifact), the worker starts anyway: /health/live
-answers, /health/ready says why it is not ready, and the follower keeps trying. It then polls the
-registry's aliases file (one stat() per interval). When the followed alias moves, the new version goes
-through load -> verify sha256 -> compile -> golden-row self-check, and only then replaces the current one in a single reference assignment. A
-request reads `holder.current` once, so it is scored by exactly one version. A version that fails any
-step is never served; the failure is logged and counted, and the worker keeps the version it had.
+answers, /health/ready says why it is not ready, and the follower keeps trying.
+
+It then polls the registry's aliases file (one stat() per interval). When the followed alias moves, the
+new version goes through load -> verify sha256 -> compile -> golden-row self-check, and only then
+replaces the current one in a single reference assignment. A request reads `holder.current` once, so it
+is scored by exactly one version. A version that fails any step is never served; the failure is logged
+and counted, and the worker keeps the version it had.
 """
 
 from __future__ import annotations
