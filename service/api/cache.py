@@ -27,8 +27,15 @@ _HASH = hashlib.sha256
 ALIAS_PREFIX = b"@"  # a stored response body is JSON and starts with "{" or "[", never "@"
 
 
-def raw_key(model_sha: str, body: bytes) -> str:
-    return f"propensity:{model_sha[:16]}:raw:{_HASH(body).hexdigest()[:40]}"
+def body_hasher() -> Any:
+    """An incremental hash of the raw body: fed chunk by chunk while the body arrives, so hashing a large
+    body overlaps with receiving it instead of following it."""
+    return _HASH()
+
+
+def raw_key(model_sha: str, body: bytes, hasher: Any = None) -> str:
+    digest = (hasher if hasher is not None else _HASH(body)).hexdigest()
+    return f"propensity:{model_sha[:16]}:raw:{digest[:40]}"
 
 
 def normalised_key(model_sha: str, payload: Any) -> str:

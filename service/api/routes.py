@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.cache import columns_key, normalised_key, raw_key
+from service.api.cache import body_hasher, columns_key, normalised_key, raw_key
 from service.api.decoding import check_content_type, check_declared_length, decode_rows
 from service.api.openapi_docs import PREDICT_OPENAPI, PREDICT_RESPONSES
 from service.api.problems import problem_body, problem_response
@@ -26,7 +26,8 @@ router = APIRouter()
 JSON = "application/json"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, hasher: Any = None) -> bytes:
+    """The body, refused past `limit` bytes; `hasher` (if any) is fed each chunk as it arrives."""
     check_declared_length(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
@@ -35,7 +36,16 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit_bytes=limit)
         chunks.append(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
     return b"".join(chunks)
+
+
+def _declared_length(request: Request) -> int:
+    try:
+        return int(request.headers.get("content-length", "0"))
+    except ValueError:
+        return 0
 
 
 @router.post(
@@ -59,12 +69,14 @@ async def predict(request: Request) -> Response:
     if model is None:
         raise ModelNotReady("the model is still loading; retry shortly", retry_after=1)
     check_content_type(request.headers.get("content-type"))
-    body = await read_body(request, settings.max_body_bytes)
+    cacheable = cache is not None and _declared_length(request) >= settings.cache_min_body_bytes
+    hasher = body_hasher() if cacheable else None
+    body = await read_body(request, settings.max_body_bytes, hasher)
     headers = {"X-Model-Version": model.version}
 
     keys: list[str] = []
     if cache is not None and len(body) >= settings.cache_min_body_bytes:
-        keys.append(raw_key(model.sha256, body))
+        keys.append(raw_key(model.sha256, body, hasher if cacheable else None))
         hit = cache.get(keys)
         if hit is not None:
             metrics.cache.labels("hit").inc()

@@ -102,7 +102,15 @@ def test_stack_file_is_valid_and_complete(path: Path, tmp_path: Path) -> None:
     assert api["deploy"]["labels"]["prometheus.job"] == "propensity"  # alerts, dashboards, autoscaler
     assert api["healthcheck"]["test"][-1] == "/usr/local/lib/propensity/healthcheck.py"
     assert any(v["target"] == "/app/artifacts" for v in api["volumes"])
-    assert services["autoscaler"]["deploy"]["replicas"] == 0  # the autoscaler's slot
+    autoscaler = services["autoscaler"]
+    # one task in production; 0 in the test stack, whose last e2e step scales it to 1
+    assert autoscaler["deploy"]["replicas"] == (1 if path == PROD else 0)
+    assert autoscaler["user"] == "root"  # reads the Docker socket (root:docker 0660)
+    assert autoscaler["volumes"][0]["target"] == "/var/run/docker.sock"
+    assert autoscaler["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert autoscaler["healthcheck"]["test"][-1].endswith(
+        f":{autoscaler['deploy']['labels']['prometheus.port']}/metrics"
+    )
     assert services["nginx"]["configs"][0]["target"] == "/etc/nginx/nginx.conf"
     assert services["nginx"]["secrets"][0]["target"] == "api_keys"
     assert {c["target"] for c in services["prometheus"]["configs"]} == {
@@ -148,7 +156,9 @@ def test_test_variant_differs_from_production_only_where_it_must(tmp_path: Path)
     assert {k: v for k, v in test_env.items() if k not in only_test and k != "PROPENSITY_REDIS_URL"} == {
         k: v for k, v in prod_env.items() if k != "PROPENSITY_REDIS_URL"
     }
-    assert prod["autoscaler"]["command"] == test["autoscaler"]["command"]
+    for key in ("command", "user"):
+        assert prod["autoscaler"][key] == test["autoscaler"][key], key
+    assert prod["autoscaler"]["healthcheck"]["test"][:-1] == test["autoscaler"]["healthcheck"]["test"][:-1]
 
 
 def test_config_digests_follow_the_files(tmp_path: Path) -> None:

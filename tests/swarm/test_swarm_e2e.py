@@ -178,14 +178,17 @@ class Cases:
         return lambda index, status, version, body: body == self.expected[index] and version in versions
 
 
-def make_cases(key: str, model: CompiledModel, n_single: int, n_batch: int) -> Cases:
-    """Single rows and batches of 2..20 rows, every value a string (service/ops/cluster_bench.py)."""
-    rows = make_rows(n_single + n_batch * 20, seed=2626)
+def make_cases(key: str, model: CompiledModel, n_single: int, n_batch: int, n_big: int = 4) -> Cases:
+    """Single rows, batches of 2..20 rows and `n_big` of 40..100 rows (over 64 KB: the server's column
+    decoder and the Redis cache answer those), every value a string (service/ops/cluster_bench.py)."""
+    rows = make_rows(n_single + n_batch * 20 + n_big * 100, seed=2626)
     bodies = [orjson.dumps(r) for r in rows[:n_single]]
     rest = rows[n_single:]
     bodies += [orjson.dumps(rest[i * 20 : i * 20 + 2 + i % 19]) for i in range(n_batch)]
+    big = rest[n_batch * 20 :]
+    bodies += [orjson.dumps(big[i * 100 : i * 100 + 40 + 20 * i]) for i in range(n_big)]
     expected = []
-    for body in bodies:  # exactly what the route does: decode, score, encode
+    for body in bodies:  # the reference path: full JSON decode, score, encode as the route does
         decoded = decode_rows(body, max_rows=10_000, max_errors=100)
         records = model.records(model.score(decoded.rows))
         expected.append(orjson.dumps(records[0] if decoded.single else records))
