@@ -48,6 +48,7 @@ bench: venv ## the benchmark: ratios measured side by side in one run (not a tes
 # Docker image targets (wheels, base-image, image, hadolint) and the local cluster (up, down, status).
 -include deploy/docker/docker.mk
 -include deploy/cluster/cluster.mk
+-include deploy/swarm/swarm.mk
 
 clean: ## remove caches (keeps .venv and artifacts)
 	rm -rf .mypy_cache .ruff_cache .hypothesis build *.egg-info

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         64 * 1024,
         ge=0,
         description="Only bodies at least this large (~25 rows) are cached: below, a Redis round trip and "
-        "the key hashing cost about what scoring saves (docs/cluster.md has the measurements)",
+        "the key hashing cost about what scoring saves (the README's cache section has the measurements)",
     )
     cache_ttl_seconds: int = Field(3600, ge=1, description="Redis TTL of a cached response")
     cache_max_value_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Larger responses are not cached")

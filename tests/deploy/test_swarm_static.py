@@ -158,6 +158,8 @@ def test_test_variant_differs_from_production_only_where_it_must(tmp_path: Path)
     }
     for key in ("command", "user"):
         assert prod["autoscaler"][key] == test["autoscaler"][key], key
+    for env in (prod["autoscaler"]["environment"], test["autoscaler"]["environment"]):
+        assert env["PROMETHEUS_MULTIPROC_DIR"] == "/tmp"  # the image's /tmp/metrics: made by `serve` only
     assert prod["autoscaler"]["healthcheck"]["test"][:-1] == test["autoscaler"]["healthcheck"]["test"][:-1]
 
 

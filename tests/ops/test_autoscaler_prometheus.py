@@ -174,7 +174,7 @@ def test_the_signals_match_the_load_that_was_sent(scenario: Scenario) -> None:
 
 def test_cpu_signal_has_no_data_from_the_multiprocess_api(scenario: Scenario) -> None:
     """The API's /metrics (gunicorn, multiprocess mode) has no process_cpu_seconds_total: the cpu preset
-    holds with no data. It needs a per-replica CPU source (see docs/autoscaling.md)."""
+    holds with no data. It needs a per-replica CPU source (see the README's autoscaling section)."""
     assert scenario.during[SignalKind.CPU].reason is Reason.NO_DATA
 
 

@@ -4,8 +4,10 @@ The module fixture prepares a registry (the approved model as v1 = production, a
 key, deploys the stack as `propensity-e2e` and waits until every task is healthy. The tests then run in
 file order, each under bounded load through nginx on 127.0.0.1 (service/ops/loadgen.py): scoring equal to
 in-process scoring, scale to 4, a rolling update to a new image tag and model version, a rollback, a
-killed task, and the complete teardown. Every listener is on loopback; the swarm is left as it was found
-(a one-node swarm created here is left again, with the docker_gwbridge network it brought).
+killed task, the autoscaler (scaled to 1 only then: the earlier steps scale api by hand) raising api from
+2 replicas under load and returning it to 2 after, and the complete teardown. Every listener is on
+loopback; the swarm is left as it was found (a one-node swarm created here is left again, with the
+docker_gwbridge network it brought).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import secrets
 import shutil
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +45,12 @@ REPO = Path(__file__).resolve().parents[2]
 STACK_FILE = REPO / "swarm-stack.test.yml"
 STACK = "propensity-e2e"
 API = f"{STACK}_api"
+AUTOSCALER = f"{STACK}_autoscaler"
+AUTOSCALER_METRICS_PORT = 18391  # swarm-stack.test.yml: its settings, e2e timings
+AUTOSCALER_MIN = 2
+AUTOSCALER_DOWN_WINDOW_SECONDS = 30
+PROMETHEUS_PORT = 18390
+PREDICT_RATE = 'sum(rate(propensity_http_requests_total{job="propensity",route="/predict"}[15s]))'
 NGINX = f"http://127.0.0.1:{NGINX_PORT}"
 API_UID = 10001  # the image's user: owns the bind-mounted registry
 IN_PROGRESS = {"updating", "rollback_started"}
@@ -481,6 +490,106 @@ def test_a_killed_task_is_replaced_and_no_request_fails(stack: Deployed) -> None
     assert_no_failures(result)
     assert result.sent >= 2_000
     assert len(api_tasks()) == 4
+
+
+def service_replicas(service: str) -> int:
+    """The replica count in the service's spec (what `docker service scale` and the autoscaler set)."""
+    return int(swarm.docker("service", "inspect", "--format", "{{.Spec.Mode.Replicated.Replicas}}", service))
+
+
+def autoscaler_decisions() -> dict[str, float]:
+    """propensity_autoscaler_decisions_total by reason, from the autoscaler's own /metrics ({} if down)."""
+    try:
+        status, _, body = get(AUTOSCALER_METRICS_PORT, "/metrics", timeout=3)
+    except OSError:
+        return {}
+    if status != 200:
+        return {}
+    decisions: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("propensity_autoscaler_decisions_total{"):
+            labels, value = line.rsplit(" ", 1)
+            reason = labels.split('reason="', 1)[1].split('"', 1)[0]
+            decisions[reason] = float(value)
+    return decisions
+
+
+def prometheus_value(query: str) -> float | None:
+    """The test Prometheus' instant value of a one-series query: 0.0 for no series, None if unanswered."""
+    try:
+        status, _, body = get(
+            PROMETHEUS_PORT, "/api/v1/query?" + urllib.parse.urlencode({"query": query}), timeout=5
+        )
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    result = orjson.loads(body)["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def test_autoscaler_scales_up_under_load_and_back_to_min_after(stack: Deployed) -> None:
+    swarm.docker("service", "scale", "--detach", f"{API}={AUTOSCALER_MIN}")
+    swarm.wait_converged(STACK, timeout=120)
+    assert sorted(t["slot"] for t in api_tasks()) == ["1", "2"]
+    # the earlier steps' load must have left the autoscaler's window first (it would scale up on it)
+    assert wait_until(lambda: prometheus_value(PREDICT_RATE) == 0.0, 60, interval=1), prometheus_value(
+        PREDICT_RATE
+    )
+    try:
+        swarm.docker("service", "scale", "--detach", f"{AUTOSCALER}=1")
+        try:
+            swarm.wait_converged(STACK, timeout=90)  # its healthcheck: /metrics answers
+        except swarm.SwarmError as exc:
+            pytest.fail(f"{exc}\n{stack_report()}")
+        # idle: it decides (every 3 s) and keeps api at min
+        assert wait_until(lambda: sum(autoscaler_decisions().values()) >= 2, 30), stack_report()
+        idle = autoscaler_decisions()
+        assert service_replicas(API) == AUTOSCALER_MIN, f"{idle}\n{stack_report()}"
+
+        with BackgroundLoad(stack.cases, {"v1"}, max_seconds=240) as background:
+            started = time.monotonic()
+            up = wait_until(lambda: service_replicas(API) > AUTOSCALER_MIN, 60, interval=0.5)
+            up_seconds = time.monotonic() - started
+            if up:  # keep the load on while the new tasks start and join nginx
+                swarm.wait_converged(STACK, timeout=120)
+                peak = service_replicas(API)
+                new_slots = range(AUTOSCALER_MIN + 1, peak + 1)
+                wait_until(lambda: all((slot_predictions(s) or 0) > 0 for s in new_slots), 20, interval=0.5)
+                time.sleep(2)
+            else:
+                peak = service_replicas(API)
+            result = background.stop()
+        load_seconds = time.monotonic() - started
+        stopped = time.monotonic()
+        down = up and wait_until(
+            lambda: service_replicas(API) == AUTOSCALER_MIN, AUTOSCALER_DOWN_WINDOW_SECONDS + 60, interval=1
+        )
+        down_seconds = time.monotonic() - stopped
+        decisions = autoscaler_decisions()
+        record(
+            "autoscaler: bounded load, then idle",
+            result,
+            requests_per_second=round(result.sent / load_seconds, 1),
+            load_seconds=round(load_seconds, 1),
+            scale_up_seconds=round(up_seconds, 1),
+            peak_replicas=peak,
+            scale_down_seconds_after_load=round(down_seconds, 1),
+            decisions={k: v - idle.get(k, 0.0) for k, v in decisions.items() if v != idle.get(k, 0.0)},
+        )
+        assert up, f"api not scaled above {AUTOSCALER_MIN} within 60s of load\n{stack_report()}"
+        assert up_seconds <= 45, f"scale-up took {up_seconds:.1f}s"
+        assert_no_failures(result)
+        assert result.sent >= 1_000
+        down_limit = AUTOSCALER_DOWN_WINDOW_SECONDS + 60
+        assert down, f"api not back to {AUTOSCALER_MIN} within {down_limit}s\n{stack_report()}"
+        assert down_seconds >= AUTOSCALER_DOWN_WINDOW_SECONDS * 0.9, "scaled down before its down window"
+        swarm.wait_converged(STACK, timeout=90)
+        assert sorted(t["slot"] for t in api_tasks()) == ["1", "2"]
+        assert decisions.get("scale_up", 0) - idle.get("scale_up", 0) >= 1, decisions
+        assert decisions.get("scale_down", 0) - idle.get("scale_down", 0) >= peak - AUTOSCALER_MIN, decisions
+    finally:
+        swarm.docker("service", "scale", "--detach", f"{AUTOSCALER}=0", check=False)
 
 
 def test_teardown_removes_everything(stack: Deployed, capsys: pytest.CaptureFixture[str]) -> None:
