@@ -162,9 +162,11 @@ class LoadRunner:
         request_timeout: float = 30.0,
         header: str | None = None,
         validate: Callable[[int, int, str | None, bytes], bool] | None = None,
+        max_rate: float | None = None,
     ) -> None:
         """`validate(request index, status, header value, body)` checks each 2xx answer's content; a
-        False answer is counted in `result.invalid` (and so in `failed`)."""
+        False answer is counted in `result.invalid` (and so in `failed`). `max_rate` paces the requests
+        (per second, over all connections), so a run lasts long enough to change things under it."""
         if not requests or total < 1 or concurrency < 1:
             raise ValueError("need at least one request, total >= 1 and concurrency >= 1")
         self.target = Target.from_url(url)
@@ -175,6 +177,8 @@ class LoadRunner:
         self.request_timeout = request_timeout
         self.header = header.lower().encode() if header else None
         self.validate = validate
+        self.max_rate = max_rate
+        self._paced_from = 0.0
         self.result = LoadResult()
         self._next = 0
         self._thread: threading.Thread | None = None
@@ -236,6 +240,7 @@ class LoadRunner:
     async def _main(self) -> None:
         started = time.perf_counter()
         self._deadline = time.monotonic() + self.deadline_seconds
+        self._paced_from = time.monotonic()
         await asyncio.gather(*(self._connection() for _ in range(self.concurrency)))
         self.result.elapsed = time.perf_counter() - started
 
@@ -251,6 +256,10 @@ class LoadRunner:
         reader: asyncio.StreamReader | None = None
         try:
             while (index := self._claim()) is not None:
+                if self.max_rate:
+                    delay = self._paced_from + index / self.max_rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
                 request = self.requests[index % len(self.requests)]
                 index %= len(self.requests)
                 started = time.perf_counter()

@@ -90,6 +90,7 @@ def test_promote_and_rollback_under_load(cluster: Cluster, registry: Registry) -
         total=REQUESTS,
         concurrency=32,
         deadline_seconds=240,
+        max_rate=250,  # ~24 s of load: time to promote, see it everywhere, and roll back under it
         header="X-Model-Version",
         validate=consistent,
     ).start()

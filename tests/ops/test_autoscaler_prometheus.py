@@ -221,6 +221,7 @@ MAY_BE_EMPTY = {
     "Rows with an unseen category level",
     "Autoscaler signal errors by reason",
     "Model swaps by result",
+    "Autoscaler decisions by reason",  # an increase over 10 s: empty when no decision fell in that window
 }
 
 

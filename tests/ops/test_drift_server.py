@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,7 +49,14 @@ def test_two_workers_export_drift_and_fill_the_spool(
         with ThreadPoolExecutor(4) as pool:
             statuses = [s for part in pool.map(post, [bodies[i::4] for i in range(4)]) for s in part]
         assert statuses == [200] * len(bodies)
-        values = metric_values(httpx.get(server.url + "/metrics", timeout=30).text)
+        # each worker publishes its own gauges when it serves a scrape or on its publish timer: scrape
+        # (new connections, so both workers answer) until both have published their last rows
+        deadline = time.monotonic() + 15
+        while True:
+            values = metric_values(httpx.get(server.url + "/metrics", timeout=30).text)
+            if values.get(("propensity_drift_rows_in_window", "")) == 4_000 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     finally:
         server.stop()
     assert values[("propensity_drift_rows_in_window", "")] == 4_000  # livesum over the workers
