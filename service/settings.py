@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="debug, info, warning, error")
     slow_request_seconds: float = Field(1.0, gt=0, description="log the request id of slower requests")
     access_log: bool = Field(False, description="log every request's id (errors and slow ones always are)")
+    metrics_flush_seconds: float = Field(
+        0.25, gt=0, le=10, description="write a worker's request-path metric updates at least this often"
+    )
     # Several replicas on one host network (the single-host Swarm stack): each task listens on
     # slot_port_base + task_slot (task_slot from Swarm's {{.Task.Slot}}) instead of `port`, and
     # reuse_port (SO_REUSEPORT) lets a task's replacement bind that port while the old task still drains.

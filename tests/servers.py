@@ -9,12 +9,25 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.conftest import free_port
 
 PROPENSITY = str(Path(sys.executable).with_name("propensity"))
+# A worker writes its request-path metric updates at least every PROPENSITY_METRICS_FLUSH_SECONDS (0.25 s):
+# wait this long after the last request before reading counts that must be exact.
+METRICS_SETTLE_SECONDS = 0.6
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -18,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.cache import LRUCache, ResponseCache
+from service.api.metric_buffer import MetricBuffer
 from service.api.metrics import Metrics
 from service.api.model_state import ModelHolder
 from service.api.problems import problem_body, problem_response
@@ -70,14 +72,18 @@ class ObservabilityMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
             await send(message)
 
-        self.metrics.in_flight.inc()
+        metrics = self.metrics
+        buffer = metrics.buffer
+        buffer.inc(metrics.in_flight, 1)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
+            buffer.inc(metrics.in_flight, -1)
+            count, latency = metrics.request_children(route, scope["method"], status)
+            buffer.inc(count)
+            buffer.observe(latency, elapsed)
+            buffer.flush_if_due()
             if status >= 400 or elapsed >= self.slow_seconds or self.access_log:
                 log.info(
                     "request_id=%s %s %s -> %d in %.1f ms",
@@ -159,6 +165,13 @@ def build_cache(settings: Settings, metrics: Metrics) -> ResponseCache | None:
     return LRUCache(settings.cache_lru_max_bytes, settings.cache_max_value_bytes)
 
 
+async def flush_metrics(buffer: MetricBuffer) -> None:
+    """Writes pending metric updates every interval, so an idle worker's last requests show up too."""
+    while True:
+        await asyncio.sleep(buffer.interval)
+        buffer.flush()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -166,7 +179,7 @@ def create_app(
     registry: Registry | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
-    metrics = metrics or Metrics()
+    metrics = metrics or Metrics(flush_interval=settings.metrics_flush_seconds)
     holder = ModelHolder(settings, metrics, registry)
     drift = DriftMonitor(settings, metrics) if settings.drift_enabled else None
 
@@ -174,9 +187,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder.start()
         await anyio.to_thread.run_sync(holder.first_attempt.wait, settings.startup_wait_seconds)
+        flusher = asyncio.create_task(flush_metrics(metrics.buffer))
         try:
             yield
         finally:
+            flusher.cancel()
+            metrics.buffer.flush()
             holder.stop()
             if drift is not None:
                 drift.close()  # the open window chunk goes to the spool
@@ -189,6 +205,9 @@ def create_app(
         version="1",
         summary="Scores purchase propensity with the business-approved exercise_26 GLM.",
         lifespan=lifespan,
+        # Metrics are Prometheus (below); FastAPI's native OpenTelemetry would look up the global providers
+        # on every request (~8 us) to find none configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api.cache import body_hasher, columns_key, normalised_key, raw_key
+from service.api.content_encoding import accepts_gzip, gunzip_body, gzip_body, is_gzip
 from service.api.decoding import check_content_type, check_declared_length, decode_rows
 from service.api.openapi_docs import PREDICT_OPENAPI, PREDICT_RESPONSES
 from service.api.problems import problem_body, problem_response
@@ -64,6 +65,7 @@ def _declared_length(request: Request) -> int:
 async def predict(request: Request) -> Response:
     state = request.app.state
     settings, metrics, cache = state.settings, state.metrics, state.cache
+    buffer = metrics.buffer
     started = time.perf_counter()
     model = state.holder.current
     if model is None:
@@ -79,8 +81,8 @@ async def predict(request: Request) -> Response:
         keys.append(raw_key(model.sha256, body, hasher if cacheable else None))
         hit = cache.get(keys)
         if hit is not None:
-            metrics.cache.labels("hit").inc()
-            return Response(hit, media_type=JSON, headers={**headers, "X-Cache": "hit"})
+            buffer.inc(metrics.cache_hit)
+            return _cached(hit, headers, request)
 
     decoded = None
     if len(body) >= COLUMN_DECODE_MIN_BYTES:  # big batches: decode only the model's columns
@@ -96,26 +98,26 @@ async def predict(request: Request) -> Response:
             keys.append(columns_key(model.sha256, rows))
         hit = cache.get(keys[1:])
         if hit is not None:
-            metrics.cache.labels("hit").inc()
+            buffer.inc(metrics.cache_hit)
             cache.set(keys[:1], hit)
-            return Response(hit, media_type=JSON, headers={**headers, "X-Cache": "hit"})
-        metrics.cache.labels("miss").inc()
+            return _cached(hit, headers, request)
+        buffer.inc(metrics.cache_miss)
     decoded_at = time.perf_counter()
-    metrics.stage.labels("decode").observe(decoded_at - started)
+    buffer.observe(metrics.stage_children["decode"], decoded_at - started)
 
     unknown = set().union(*rows).difference(state.known_columns) if full_rows else ()
     if unknown:
-        metrics.unknown_keys.inc(sum(1 for r in rows if not r.keys() <= state.known_columns))
+        buffer.inc(metrics.unknown_keys, sum(1 for r in rows if not r.keys() <= state.known_columns))
     reject_unseen = settings.unseen_category_policy is UnseenCategoryPolicy.REJECT
     scored = model.score(rows, reject_unseen=reject_unseen)
     for column, count in scored.unseen.items():
-        metrics.unseen.labels(column).inc(count)
+        buffer.inc(metrics.unseen.labels(column), count)
     if scored.unseen:
         headers["X-Unseen-Categories"] = str(sum(scored.unseen.values()))
     if scored.errors and (decoded.single or settings.batch_error_policy is BatchErrorPolicy.REJECT):
         raise _rows_error(scored.errors, scored.bad_rows, len(rows), settings.max_errors_listed)
     scored_at = time.perf_counter()
-    metrics.stage.labels("score").observe(scored_at - decoded_at)
+    buffer.observe(metrics.stage_children["score"], scored_at - decoded_at)
 
     records: list[Any] = model.records(scored)
     if scored.bad_rows:
@@ -126,18 +128,18 @@ async def predict(request: Request) -> Response:
             records[i] = {"errors": by_row[i], "row": i}
         headers["X-Rejected-Rows"] = str(len(scored.bad_rows))
     out = orjson.dumps(records[0] if decoded.single else records)
-    metrics.stage.labels("encode").observe(time.perf_counter() - scored_at)
+    buffer.observe(metrics.stage_children["encode"], time.perf_counter() - scored_at)
 
     good = len(rows) - len(scored.bad_rows)
-    metrics.rows.inc(good)
-    metrics.rows_per_request.observe(len(rows))
+    buffer.inc(metrics.rows, good)
+    buffer.observe(metrics.rows_per_request, len(rows))
     ones = (
         sum(scored.outcome)
         if not scored.bad_rows
         else sum(o for i, o in enumerate(scored.outcome) if i not in scored.bad_rows)
     )
-    metrics.outcome_children[1].inc(ones)
-    metrics.outcome_children[0].inc(good - ones)
+    buffer.inc(metrics.outcome_children[1], ones)
+    buffer.inc(metrics.outcome_children[0], good - ones)
     metrics.observe_phat(
         scored.phat
         if not scored.bad_rows
@@ -146,8 +148,23 @@ async def predict(request: Request) -> Response:
     if state.drift is not None:
         state.drift.observe(model, scored)  # O(1): the statistics are computed lazily
     if keys and not scored.bad_rows and not scored.unseen and len(out) <= settings.cache_max_value_bytes:
+        headers["Vary"] = "Accept-Encoding"
+        if accepts_gzip(request.headers.get("accept-encoding")):  # stored gzipped: see content_encoding.py
+            out = gzip_body(out)
+            headers["Content-Encoding"] = "gzip"
         cache.set(keys, out)
     return Response(out, media_type=JSON, headers=headers)
+
+
+def _cached(value: bytes, headers: dict[str, str], request: Request) -> Response:
+    """A hit: the stored answer as stored (gzip when the client accepts it), else decompressed."""
+    headers = {**headers, "X-Cache": "hit", "Vary": "Accept-Encoding"}
+    if is_gzip(value):
+        if accepts_gzip(request.headers.get("accept-encoding")):
+            headers["Content-Encoding"] = "gzip"
+        else:
+            value = gunzip_body(value)
+    return Response(value, media_type=JSON, headers=headers)
 
 
 def _rows_error(errors: list[FieldError], bad_rows: set[int], n: int, cap: int) -> InputError:

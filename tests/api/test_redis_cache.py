@@ -221,3 +221,38 @@ def test_predict_hits_return_the_bytes_of_the_miss(
     )
     again = client.post("/predict", content=variant, headers=headers)
     assert again.headers.get("x-cache") == "hit" and again.content == miss.content
+
+
+def stored_values(url: str) -> list[bytes]:
+    r = redis.Redis.from_url(url)
+    return [v for k in r.keys("*:raw:*") if (v := r.get(k)) is not None]
+
+
+def test_answers_are_stored_gzipped_and_sent_as_each_client_accepts(
+    app_with_redis: Any, running: RedisServer, reference_rows: list[dict[str, Any]]
+) -> None:
+    client = app_with_redis
+    redis.Redis.from_url(running.url).flushall()
+    gz = {"content-type": "application/json", "accept-encoding": "gzip"}
+    plain = {"content-type": "application/json", "accept-encoding": "identity"}
+    body = orjson.dumps(list(reversed(reference_rows)))
+    miss = client.post("/predict", content=body, headers=gz)
+    assert miss.status_code == 200 and miss.headers["content-encoding"] == "gzip"
+    assert miss.headers["vary"] == "Accept-Encoding"
+    client.app.state.cache.flush()
+    assert [v[:2] for v in stored_values(running.url)] == [b"\x1f\x8b"]  # Redis holds the gzip bytes
+    hit_gz = client.post("/predict", content=body, headers=gz)
+    assert hit_gz.headers.get("x-cache") == "hit" and hit_gz.headers["content-encoding"] == "gzip"
+    assert hit_gz.content == miss.content  # httpx decodes both
+    hit_plain = client.post("/predict", content=body, headers=plain)
+    assert hit_plain.headers.get("x-cache") == "hit" and "content-encoding" not in hit_plain.headers
+    assert hit_plain.content == miss.content  # the same JSON bytes, decompressed by the app
+    # a client that does not accept gzip: its answer is stored as JSON and any client's hit is that JSON
+    other = orjson.dumps(reference_rows[:2])
+    first = client.post("/predict", content=other, headers=plain)
+    assert "content-encoding" not in first.headers
+    client.app.state.cache.flush()
+    assert sorted(v[:1] for v in stored_values(running.url)) == [b"\x1f", b"["]
+    again = client.post("/predict", content=other, headers=gz)
+    assert again.headers.get("x-cache") == "hit" and "content-encoding" not in again.headers
+    assert again.content == first.content

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import orjson
 import pytest
 
 from tests.api.test_bad_input import CASES
-from tests.servers import Server, start_server
+from tests.servers import METRICS_SETTLE_SECONDS, Server, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +62,7 @@ def test_bad_input_never_500_and_never_kills_a_worker(server: Server) -> None:
 
 def test_metrics_aggregate_across_workers(server: Server, reference_rows: list[dict[str, Any]]) -> None:
     with httpx.Client(base_url=server.url) as client:
+        time.sleep(METRICS_SETTLE_SECONDS)  # the earlier tests' requests are all written
         before = _predict_200(client.get("/metrics").text)
         for _ in range(200):
             client.post(
@@ -68,6 +70,7 @@ def test_metrics_aggregate_across_workers(server: Server, reference_rows: list[d
                 content=orjson.dumps(reference_rows[0]),
                 headers={"content-type": "application/json"},
             )
+        time.sleep(METRICS_SETTLE_SECONDS)  # every worker has written its counts
         after = _predict_200(client.get("/metrics").text)
     assert after - before == 200
 

@@ -28,6 +28,7 @@ from service.ops.cluster import Cluster, http_get, metric_value
 from service.ops.cluster_bench import cache_hit_vs_miss, make_rows, running_cluster
 from service.ops.cluster_config import free_ports
 from service.ops.loadgen import LoadRunner, post
+from tests.servers import METRICS_SETTLE_SECONDS, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -78,15 +79,6 @@ def request(cluster: Cluster, method: str, path: str, body: bytes | None = None,
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         conn.close()
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 # --- nginx at the edge -----------------------------------------------------------------------------------
@@ -176,10 +168,12 @@ def test_rate_limit_answers_429_problem_json(cluster: Cluster, tmp_path: Path) -
 
 # --- load and counts ---------------------------------------------------------------------------------------
 def test_load_spreads_over_every_replica(cluster: Cluster, row_request: bytes) -> None:
+    time.sleep(METRICS_SETTLE_SECONDS)
     before = predict_counts(cluster)
     result = LoadRunner(
         cluster.config.nginx_url, [row_request], total=1200, concurrency=16, deadline_seconds=60
     ).run()
+    time.sleep(METRICS_SETTLE_SECONDS)
     after = predict_counts(cluster)
     served = {name: after[name] - before[name] for name in after}
     print(result.summary(), served)
@@ -203,6 +197,7 @@ def test_prometheus_counts_add_up_and_show_the_model(
     sent = 1000
     result = LoadRunner(cluster.config.nginx_url, [row_request], total=sent, concurrency=8).run()
     assert (result.sent, result.failed) == (sent, 0), result.summary()
+    time.sleep(METRICS_SETTLE_SECONDS)
     direct = predict_counts(cluster)
     assert wait_until(lambda: prometheus_counts() == direct, 15.0, 0.5), (prometheus_counts(), direct)
     per_replica = {name: prometheus_counts()[name] - baseline.get(name, 0.0) for name in direct}
@@ -307,6 +302,7 @@ def test_a_dead_worker_is_cleaned_up_and_its_counts_kept(cluster: Cluster, row_r
     master = cluster.records[name].pid
     result = LoadRunner(f"http://127.0.0.1:{port}", [row_request], total=200, concurrency=4).run()
     assert result.failed == 0
+    time.sleep(METRICS_SETTLE_SECONDS)  # every worker has written its counts before one is killed
     before = predict_count(cluster, name)
     workers = [pid for pid in procs.group_members(master) if pid != master]
     assert len(workers) == cluster.config.workers
@@ -346,6 +342,7 @@ def test_sigkill_a_replica_with_2000_requests_in_flight(cluster: Cluster, row_re
     assert in_flight >= 2000
     assert (result.sent, result.failed) == (6000, 0), result.summary()
     assert not cluster.running()[victim]
+    time.sleep(METRICS_SETTLE_SECONDS)
     assert predict_count(cluster, survivor) - before[survivor] >= 6000 - killed_at
 
     access = Path(cluster.config.logs_dir / "nginx-access.log")
