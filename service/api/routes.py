@@ -27,8 +27,9 @@ router = APIRouter()
 JSON = "application/json"
 
 
-async def read_body(request: Request, limit: int, hasher: Any = None) -> bytes:
-    """The body, refused past `limit` bytes; `hasher` (if any) is fed each chunk as it arrives."""
+async def read_chunks(request: Request, limit: int, hasher: Any = None) -> tuple[list[bytes], int]:
+    """The body as it arrived (chunks, total size), refused past `limit` bytes; `hasher` (if any) is fed
+    each chunk as it arrives. Kept in chunks so a cache hit never copies a big body into one buffer."""
     check_declared_length(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
@@ -36,10 +37,20 @@ async def read_body(request: Request, limit: int, hasher: Any = None) -> bytes:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit_bytes=limit)
-        chunks.append(chunk)
-        if hasher is not None:
-            hasher.update(chunk)
-    return b"".join(chunks)
+        if chunk:
+            chunks.append(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+    return chunks, size
+
+
+def joined(chunks: list[bytes]) -> bytes:
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int, hasher: Any = None) -> bytes:
+    """The whole body in one buffer (see read_chunks)."""
+    return joined((await read_chunks(request, limit, hasher))[0])
 
 
 def _declared_length(request: Request) -> int:
@@ -73,16 +84,21 @@ async def predict(request: Request) -> Response:
     check_content_type(request.headers.get("content-type"))
     cacheable = cache is not None and _declared_length(request) >= settings.cache_min_body_bytes
     hasher = body_hasher() if cacheable else None
-    body = await read_body(request, settings.max_body_bytes, hasher)
+    chunks, size = await read_chunks(request, settings.max_body_bytes, hasher)
     headers = {"X-Model-Version": model.version}
 
     keys: list[str] = []
-    if cache is not None and len(body) >= settings.cache_min_body_bytes:
-        keys.append(raw_key(model.sha256, body, hasher if cacheable else None))
+    if cache is not None and size >= settings.cache_min_body_bytes:
+        if hasher is None:  # no Content-Length (chunked upload): hash it now
+            hasher = body_hasher()
+            for chunk in chunks:
+                hasher.update(chunk)
+        keys.append(raw_key(model.sha256, b"", hasher))
         hit = cache.get(keys)
         if hit is not None:
             buffer.inc(metrics.cache_hit)
             return _cached(hit, headers, request)
+    body = joined(chunks)
 
     decoded = None
     if len(body) >= COLUMN_DECODE_MIN_BYTES:  # big batches: decode only the model's columns

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +77,19 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_wrk(url: str, bodies: list[bytes], *, concurrency: int, seconds: float) -> WrkResult:
-    """POST the bodies round-robin at `concurrency` open connections for `seconds`; wrk's own summary."""
+def run_wrk(
+    url: str,
+    bodies: list[bytes],
+    *,
+    concurrency: int,
+    seconds: float,
+    abort_if: Callable[[], bool] | None = None,
+    check_after: float = 0.5,
+) -> WrkResult | None:
+    """POST the bodies round-robin at `concurrency` open connections for `seconds`; wrk's own summary.
+
+    `abort_if` is asked once, `check_after` seconds in: if it says so, wrk is stopped and None returned.
+    """
     wrk = require_wrk()
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         paths = []
@@ -89,11 +101,22 @@ def run_wrk(url: str, bodies: list[bytes], *, concurrency: int, seconds: float) 
         script.write_text(_LUA % {"paths": ", ".join(paths), "mark": WRK_MARK})
         cmd = [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
         before = _children_cpu()
-        out = subprocess.run([*cmd, "-s", str(script), url], capture_output=True, text=True, check=False)
+        proc = subprocess.Popen(
+            [*cmd, "-s", str(script), url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        if abort_if is not None:
+            try:
+                proc.wait(timeout=check_after)
+            except subprocess.TimeoutExpired:
+                if abort_if():
+                    proc.kill()
+                    proc.communicate()
+                    return None
+        stdout, stderr = proc.communicate()
         client_cpu = _children_cpu() - before
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith(WRK_MARK)), None)
-    if out.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
+    line = next((ln for ln in stdout.splitlines() if ln.startswith(WRK_MARK)), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {stderr.strip() or stdout.strip()}")
     s = json.loads(line[len(WRK_MARK) :])
     return WrkResult(
         requests=s["requests"],

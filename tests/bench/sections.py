@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,26 +30,44 @@ class LoadRun:
     wrk: WrkResult
     worker_cpu_s: list[float]  # per worker, during the run
     connections: list[int]  # per worker, sampled once during the run (the kernel decides who accepts)
+    attempts: int = 1  # runs started until the connections were spread (see BALANCE_ATTEMPTS)
 
     @property
     def cpu_ms_per_req(self) -> float:
         return 1e3 * sum(self.worker_cpu_s) / max(1, self.wrk.requests)
 
 
+# The kernel decides which worker accepts each of wrk's connections, and one worker often takes all 16
+# at once: such a run measures one core of the two. A run whose split is lopsided (a worker holding less
+# than half its fair share) is stopped half a second in and started again (this many runs at most).
+BALANCE_ATTEMPTS = 8
+
+
+def lopsided(connections: list[int], concurrency: int) -> bool:
+    return bool(connections) and min(connections) < concurrency / (2 * len(connections))
+
+
 def _load(server: BenchServer, path: str, bodies: list[bytes], ctx: Context, seconds: float) -> LoadRun:
-    sampled: list[list[int]] = []
-    timer = threading.Timer(min(1.0, seconds / 2), lambda: sampled.append(server.connections()))
-    before = server.worker_cpu()
-    timer.start()
-    try:
-        result = run_wrk(server.base_url + path, bodies, concurrency=ctx.options.concurrency, seconds=seconds)
-    finally:
-        timer.cancel()
+    concurrency = ctx.options.concurrency
+    sampled: list[list[int]] = []  # the split of each attempt, sampled half a second in
+
+    def unbalanced() -> bool:
+        sampled.append(server.connections())
+        return len(sampled) < BALANCE_ATTEMPTS and lopsided(sampled[-1], concurrency)
+
+    for _ in range(BALANCE_ATTEMPTS):
+        before = server.worker_cpu()
+        result = run_wrk(
+            server.base_url + path, bodies, concurrency=concurrency, seconds=seconds, abort_if=unbalanced
+        )
+        if result is not None:
+            break
+    assert result is not None
     after = server.worker_cpu()
     if result.errors:
         raise RuntimeError(f"{path}: {result.errors} failed requests under load; see {server.log_path}")
     cpu = [after[pid] - before.get(pid, 0.0) for pid in sorted(after)]
-    return LoadRun(result, cpu, sampled[0] if sampled else [])
+    return LoadRun(result, cpu, sampled[-1] if sampled else [], max(1, len(sampled)))
 
 
 def _phat(body: bytes) -> float:
@@ -82,6 +99,7 @@ def _summary(runs: list[LoadRun]) -> dict[str, Any]:
         "p99_ms_by_round": [round(r.wrk.p99_ms, 3) for r in runs],
         "requests": sum(r.wrk.requests for r in runs),
         "connections_per_worker_by_round": [r.connections for r in runs],
+        "attempts_by_round": [r.attempts for r in runs],
         "worker_cpu_share_by_round": [[round(c / r.wrk.seconds, 2) for c in r.worker_cpu_s] for r in runs],
         "wrk_cpu_share": [round(r.wrk.client_cpu_s / r.wrk.seconds, 2) for r in runs],
     }
@@ -134,7 +152,11 @@ def _connections_note(runs: dict[str, list[LoadRun]], concurrency: int) -> str:
         for path, rs in runs.items()
     }
     shown = "; ".join(f"{name} {rounds}" for name, rounds in split.items())
-    return f"connections per worker, by round (of {concurrency}; whichever worker accepts first): {shown}"
+    restarts = sum(r.attempts - 1 for rs in runs.values() for r in rs)
+    return (
+        f"connections per worker, by round (of {concurrency}; whichever worker accepts first): {shown}; "
+        f"{restarts} run(s) restarted because one worker held nearly all connections"
+    )
 
 
 # --- (b) + (c): one 10,000-row batch, end to end ------------------------------------------------------------
