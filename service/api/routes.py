@@ -48,11 +48,6 @@ def joined(chunks: list[bytes]) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def read_body(request: Request, limit: int, hasher: Any = None) -> bytes:
-    """The whole body in one buffer (see read_chunks)."""
-    return joined((await read_chunks(request, limit, hasher))[0])
-
-
 def _declared_length(request: Request) -> int:
     try:
         return int(request.headers.get("content-length", "0"))

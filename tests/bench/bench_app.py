@@ -4,8 +4,8 @@
 
 `create_app()` reads its settings from PROPENSITY_* like production. Added routes:
 
-- POST /bench/hello  the hello-world reference. It reads the request body with the same `read_body` as
-  /predict and returns a tiny constant JSON, through the same middleware, so a hello request costs
+- POST /bench/hello  the hello-world reference. It reads the request body with the same `read_chunks` and
+  `joined` as /predict and returns a tiny constant JSON, through the same middleware, so a hello request costs
   exactly the HTTP and framework layers of a /predict request (same body bytes in, one small JSON out);
   the ratio /predict : hello isolates what /predict adds (decode, score, records, encode, metrics).
 - POST /bench/naive  the naive baseline (tests/bench/naive.py).
@@ -22,7 +22,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from service.api.app import gunicorn_app
-from service.api.routes import read_body
+from service.api.routes import joined, read_chunks
 from tests.bench.naive import router as naive_router
 
 JSON = "application/json"
@@ -33,7 +33,8 @@ router = APIRouter()
 
 @router.post("/bench/hello")
 async def hello(request: Request) -> Response:
-    await read_body(request, request.app.state.settings.max_body_bytes)
+    chunks, _ = await read_chunks(request, request.app.state.settings.max_body_bytes)
+    joined(chunks)
     return Response(HELLO, media_type=JSON)
 
 

@@ -38,6 +38,7 @@ from service.ops.cluster_bench import make_rows
 from service.ops.cluster_config import ports_in_use
 from service.ops.loadgen import LoadResult, LoadRunner, post
 from service.ops.swarm_config import NGINX_PORT, SLOT_PORT_BASE, loopback_ports
+from tests.servers import METRICS_SETTLE_SECONDS
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(900)]
 
@@ -383,13 +384,16 @@ def test_stack_answers_through_nginx_with_an_api_key(stack: Deployed) -> None:
 
 
 def test_2000_requests_equal_in_process_scoring(stack: Deployed) -> None:
+    time.sleep(METRICS_SETTLE_SECONDS)
     before = {slot: slot_predictions(slot) or 0.0 for slot in (1, 2)}
     result = load(stack.cases, 2_000, {"v1"})
+    time.sleep(METRICS_SETTLE_SECONDS)  # every worker has written its counts
     served = {slot: (slot_predictions(slot) or 0.0) - before[slot] for slot in (1, 2)}
     record("2000 requests vs in-process scoring", result, seconds=round(result.elapsed, 1), per_task=served)
     assert_no_failures(result)
     assert result.sent == 2_000 and result.header_values == Counter({"v1": 2_000})
     assert all(n > 0 for n in served.values()), f"a task got no traffic: {served}"
+    assert sum(served.values()) == 2_000, served  # each request answered once, by one task
 
 
 def test_scale_to_4_new_tasks_get_traffic_within_30s(stack: Deployed) -> None:
