@@ -225,7 +225,7 @@ def test_predict_hits_return_the_bytes_of_the_miss(
 
 def stored_values(url: str) -> list[bytes]:
     r = redis.Redis.from_url(url)
-    return [v for k in r.keys("*:raw:*") if (v := r.get(k)) is not None]
+    return [v for k in r.keys("*:raw:*") if isinstance(v := r.get(k), bytes)]
 
 
 def test_answers_are_stored_gzipped_and_sent_as_each_client_accepts(
