@@ -34,9 +34,13 @@ def body_hasher() -> Any:
     return _HASH()
 
 
-def raw_key(model_sha: str, body: bytes, hasher: Any = None) -> str:
-    digest = (hasher if hasher is not None else _HASH(body)).hexdigest()
-    return f"propensity:{model_sha[:16]}:raw:{digest[:40]}"
+def raw_key(model_sha: str, body: bytes) -> str:
+    return hashed_raw_key(model_sha, _HASH(body))
+
+
+def hashed_raw_key(model_sha: str, hasher: Any) -> str:
+    """raw_key of a body already fed to `hasher` (a body_hasher()), chunk by chunk."""
+    return f"propensity:{model_sha[:16]}:raw:{hasher.hexdigest()[:40]}"
 
 
 def normalised_key(model_sha: str, payload: Any) -> str:

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.cache import body_hasher, columns_key, normalised_key, raw_key
+from service.api.cache import body_hasher, columns_key, hashed_raw_key, normalised_key
 from service.api.content_encoding import accepts_gzip, gunzip_body, gzip_body, is_gzip
 from service.api.decoding import check_content_type, check_declared_length, decode_rows
 from service.api.openapi_docs import PREDICT_OPENAPI, PREDICT_RESPONSES
@@ -88,7 +88,7 @@ async def predict(request: Request) -> Response:
             hasher = body_hasher()
             for chunk in chunks:
                 hasher.update(chunk)
-        keys.append(raw_key(model.sha256, b"", hasher))
+        keys.append(hashed_raw_key(model.sha256, hasher))
         hit = cache.get(keys)
         if hit is not None:
             buffer.inc(metrics.cache_hit)
