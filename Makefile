@@ -28,13 +28,13 @@ serve: venv ## serve the approved model on :1313 (imports it on an empty registr
 	$(BIN)/propensity serve --port $(PORT) --workers $(WORKERS)
 
 lint: venv ## ruff + mypy
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tools tests
+	$(BIN)/ruff format --check service tools tests
 	$(BIN)/mypy service
 
 fmt: venv ## format the code
-	$(BIN)/ruff format service tests
-	$(BIN)/ruff check --fix service tests
+	$(BIN)/ruff format service tools tests
+	$(BIN)/ruff check --fix service tools tests
 
 test: venv lint ## lint, then every test but the Docker Swarm suite
 	$(BIN)/pytest -m "not swarm" $(PYTEST_ARGS)
@@ -43,7 +43,7 @@ test-unit: venv ## fast unit tests only
 	$(BIN)/pytest -m "not swarm and not integration and not slow" $(PYTEST_ARGS)
 
 bench: venv ## the benchmark: ratios measured side by side in one run (not a test)
-	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+	$(BIN)/python -m tools.bench.run $(BENCH_ARGS)
 
 # Docker image targets (wheels, base-image, image, hadolint) and the local cluster (up, down, status).
 -include deploy/docker/docker.mk

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = Field(50, ge=0, description="requests allowed above the rate before 429s")
 
-    # drift monitoring (per worker: a rolling window of bucket counts; see service/ops/drift.py)
+    # drift monitoring (per worker: a rolling window of bucket counts; see service/monitoring/drift.py)
     drift_enabled: bool = Field(True, description="Drift monitoring of scored rows")
     drift_window_rows: int = Field(50_000, ge=100, description="Rows the rolling window keeps (about)")
     drift_chunk_rows: int = Field(5_000, ge=10, description="A window chunk closes at this many rows ...")

@@ -8,11 +8,11 @@ CLUSTER_ARGS ?=
 .PHONY: up down status
 
 up: venv ## start REPLICAS replicas behind nginx on :1313, redis-server, prometheus (refuses if ports are taken)
-	$(BIN)/propensity cluster up --run-dir $(CLUSTER_DIR) --replicas $(REPLICAS) --workers $(WORKERS) \
+	$(BIN)/python -m tools.cluster up --run-dir $(CLUSTER_DIR) --replicas $(REPLICAS) --workers $(WORKERS) \
 		--nginx-port $(PORT) $(CLUSTER_ARGS)
 
 down: ## stop exactly what `make up` started (its PID files)
-	$(BIN)/propensity cluster down --run-dir $(CLUSTER_DIR)
+	$(BIN)/python -m tools.cluster down --run-dir $(CLUSTER_DIR)
 
 status: ## what the local cluster runs, where
-	$(BIN)/propensity cluster status --run-dir $(CLUSTER_DIR)
+	$(BIN)/python -m tools.cluster status --run-dir $(CLUSTER_DIR)

@@ -17,17 +17,17 @@ TESTINFRA_IMAGE ?= propensity-testinfra:bookworm
 .PHONY: swarm-up swarm-down swarm-status swarm-configs swarm-test-image test-swarm
 
 swarm-up: venv ## deploy the Swarm stack (SWARM_FILE, SWARM_STACK, IMAGE_TAG); SWARM_INIT=1 may create a swarm
-	PROPENSITY_API_IMAGE=$(SWARM_API_IMAGE) $(BIN)/propensity swarm up --file $(SWARM_FILE) \
+	PROPENSITY_API_IMAGE=$(SWARM_API_IMAGE) $(BIN)/python -m tools.swarm up --file $(SWARM_FILE) \
 	  --stack $(SWARM_STACK) --resolve-image $(SWARM_RESOLVE_IMAGE) $(if $(filter 1,$(SWARM_INIT)),--init)
 
 swarm-down: venv ## remove the Swarm stack and wait until it is gone
-	$(BIN)/propensity swarm down --stack $(SWARM_STACK)
+	$(BIN)/python -m tools.swarm down --stack $(SWARM_STACK)
 
 swarm-status: venv ## the Swarm stack's services: running/desired tasks, update state
-	$(BIN)/propensity swarm status --stack $(SWARM_STACK)
+	$(BIN)/python -m tools.swarm status --stack $(SWARM_STACK)
 
 swarm-configs: venv ## regenerate the stacks' nginx configs and the test prometheus config
-	$(BIN)/python -m service.ops.swarm_config
+	$(BIN)/python -m tools.swarm_config
 
 swarm-test-image: base-image ## nginx, redis and prometheus from Debian packages, for swarm-stack.test.yml
 	docker build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(TESTINFRA_IMAGE) deploy/swarm/testinfra

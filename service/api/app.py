@@ -18,14 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.cache import LRUCache, ResponseCache
-from service.api.metric_buffer import MetricBuffer
-from service.api.metrics import Metrics
-from service.api.model_state import ModelHolder
 from service.api.problems import problem_body, problem_response
 from service.errors import PropensityError
 from service.model.registry import Registry
-from service.ops.drift_monitor import DriftMonitor
+from service.monitoring.drift_monitor import DriftMonitor
+from service.serving.cache import LRUCache, ResponseCache
+from service.serving.holder import ModelHolder
+from service.serving.metric_buffer import MetricBuffer
+from service.serving.metrics import Metrics
 from service.settings import Settings
 
 log = logging.getLogger("propensity.api")
@@ -159,7 +159,7 @@ def build_cache(settings: Settings, metrics: Metrics) -> ResponseCache | None:
     if not settings.cache_enabled:
         return None
     if settings.redis_url:
-        from service.api.redis_cache import RedisCache
+        from service.serving.redis_cache import RedisCache
 
         return RedisCache(settings, metrics)
     return LRUCache(settings.cache_lru_max_bytes, settings.cache_max_value_bytes)

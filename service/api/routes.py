@@ -10,12 +10,12 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.cache import body_hasher, columns_key, hashed_raw_key, normalised_key
 from service.api.content_encoding import accepts_gzip, gunzip_body, gzip_body, is_gzip
-from service.api.decoding import check_content_type, check_declared_length, decode_rows
 from service.api.openapi_docs import PREDICT_OPENAPI, PREDICT_RESPONSES
 from service.api.problems import problem_body, problem_response
 from service.errors import FieldError, InputError, ModelNotReady, PayloadTooLarge
+from service.serving.cache import body_hasher, columns_key, hashed_raw_key, normalised_key
+from service.serving.decoding import check_content_type, check_declared_length, decode_rows
 from service.settings import BatchErrorPolicy, UnseenCategoryPolicy
 
 log = logging.getLogger("propensity.api")

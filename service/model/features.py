@@ -5,7 +5,7 @@ raw frame -> RawInputParser (money/percent/missing parsing, category trimming)
                                NotebookDummies for the categorical columns)
           -> L1TopKSelector (keep the k features with the largest squared L1-logistic coefficient)
 
-The Pipeline is the reference implementation; the compiled scorer in service.api.scoring must match it.
+The Pipeline is the reference implementation; the compiled scorer in service.serving.scorer must match it.
 """
 
 from __future__ import annotations

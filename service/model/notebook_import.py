@@ -70,7 +70,7 @@ def golden_rows() -> dict[str, Any]:
 
 def approved_metadata(model: FittedModel) -> dict[str, Any]:
     from service.model.profile import reference_distributions
-    from service.model.replica import make_replica_frame
+    from service.model.synthetic import make_replica_frame
 
     ref = notebook_reference()
     schema = notebook_schema()

@@ -23,12 +23,12 @@ import pytest
 import redis
 
 from service.model.registry import Registry
-from service.ops import procs
-from service.ops.cluster import Cluster, http_get, metric_value
-from service.ops.cluster_bench import cache_hit_vs_miss, make_rows, running_cluster
-from service.ops.cluster_config import free_ports
-from service.ops.loadgen import LoadRunner, post
 from tests.servers import METRICS_SETTLE_SECONDS, wait_until
+from tools import procs
+from tools.bench.cluster_bench import cache_hit_vs_miss, make_rows, running_cluster
+from tools.cluster import Cluster, http_get, metric_value
+from tools.cluster_config import free_ports
+from tools.loadgen import LoadRunner, post
 
 pytestmark = pytest.mark.integration
 

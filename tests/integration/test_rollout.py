@@ -14,14 +14,14 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from service.api.scoring import CompiledModel
 from service.model.notebook_import import import_notebook
 from service.model.registry import Registry
-from service.model.replica import make_replica_frame, write_replica_csv
+from service.model.synthetic import make_replica_frame, write_replica_csv
 from service.model.training import train_csv
-from service.ops.cluster import Cluster
-from service.ops.cluster_bench import running_cluster
-from service.ops.loadgen import LoadRunner, post
+from service.serving.scorer import CompiledModel
+from tools.bench.cluster_bench import running_cluster
+from tools.cluster import Cluster
+from tools.loadgen import LoadRunner, post
 
 pytestmark = pytest.mark.integration
 REQUESTS = 6_000

@@ -2,7 +2,7 @@
 
 The module fixture prepares a registry (the approved model as v1 = production, and again as v2), an API
 key, deploys the stack as `propensity-e2e` and waits until every task is healthy. The tests then run in
-file order, each under bounded load through nginx on 127.0.0.1 (service/ops/loadgen.py): scoring equal to
+file order, each under bounded load through nginx on 127.0.0.1 (tools/loadgen.py): scoring equal to
 in-process scoring, scale to 4, a rolling update to a new image tag and model version, a rollback, a
 killed task, the autoscaler (scaled to 1 only then: the earlier steps scale api by hand) raising api from
 2 replicas under load and returning it to 2 after, and the complete teardown. Every listener is on
@@ -29,16 +29,16 @@ from typing import Any
 import orjson
 import pytest
 
-from service.api.decoding import decode_rows
-from service.api.scoring import CompiledModel
 from service.model.notebook_import import import_notebook
 from service.model.registry import Registry
-from service.ops import swarm
-from service.ops.cluster_bench import make_rows
-from service.ops.cluster_config import ports_in_use
-from service.ops.loadgen import LoadResult, LoadRunner, post
-from service.ops.swarm_config import NGINX_PORT, SLOT_PORT_BASE, loopback_ports
+from service.serving.decoding import decode_rows
+from service.serving.scorer import CompiledModel
 from tests.servers import METRICS_SETTLE_SECONDS
+from tools import swarm
+from tools.bench.cluster_bench import make_rows
+from tools.cluster_config import ports_in_use
+from tools.loadgen import LoadResult, LoadRunner, post
+from tools.swarm_config import NGINX_PORT, SLOT_PORT_BASE, loopback_ports
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(900)]
 
@@ -190,7 +190,7 @@ class Cases:
 
 def make_cases(key: str, model: CompiledModel, n_single: int, n_batch: int, n_big: int = 4) -> Cases:
     """Single rows, batches of 2..20 rows and `n_big` of 40..100 rows (over 64 KB: the server's column
-    decoder and the Redis cache answer those), every value a string (service/ops/cluster_bench.py)."""
+    decoder and the Redis cache answer those), every value a string (tools/bench/cluster_bench.py)."""
     rows = make_rows(n_single + n_batch * 20 + n_big * 100, seed=2626)
     bodies = [orjson.dumps(r) for r in rows[:n_single]]
     rest = rows[n_single:]
@@ -207,7 +207,7 @@ def make_cases(key: str, model: CompiledModel, n_single: int, n_batch: int, n_bi
 
 
 def load(cases: Cases, total: int, versions: set[str], *, concurrency: int = 4) -> LoadResult:
-    """`total` requests through nginx (service/ops/loadgen.py), every answer checked."""
+    """`total` requests through nginx (tools/loadgen.py), every answer checked."""
     runner = LoadRunner(
         NGINX,
         cases.requests,

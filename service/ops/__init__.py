@@ -1,1 +1,0 @@
-"""Operations around the served model: drift monitoring and autoscaling."""

@@ -1,0 +1,91 @@
+"""The API under real gunicorn + uvicorn workers on a free loopback port."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.servers import METRICS_SETTLE_SECONDS, Server, start_server
+from tests.unit.api.test_bad_input import CASES
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("served")
+    srv = start_server(root / "artifacts", root)  # empty registry: serve imports the approved model first
+    yield srv
+    srv.stop()
+    assert srv.process.returncode == 0, srv.log.read_text()[-2000:]
+
+
+def test_fresh_registry_serves_the_approved_model(
+    server: Server, reference_rows: list[dict[str, Any]], reference_phat: list[float]
+) -> None:
+    r = httpx.post(
+        server.url + "/predict",
+        content=orjson.dumps(reference_rows),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 200 and r.headers["x-model-version"] == "v1"
+    assert max(abs(a["phat"] - b) for a, b in zip(r.json(), reference_phat, strict=True)) <= 1e-9
+    assert r.headers["x-request-id"]
+
+
+def test_request_id_is_passed_through(server: Server, reference_rows: list[dict[str, Any]]) -> None:
+    r = httpx.post(
+        server.url + "/predict",
+        content=orjson.dumps(reference_rows[0]),
+        headers={"content-type": "application/json", "x-request-id": "abc-123"},
+    )
+    assert r.headers["x-request-id"] == "abc-123"
+
+
+def test_bad_input_never_500_and_never_kills_a_worker(server: Server) -> None:
+    before = server.worker_pids()
+    assert len(before) == 2
+    with httpx.Client(base_url=server.url) as client:
+        for name, body, headers, status, _, _ in CASES:
+            r = client.post("/predict", content=body, headers=headers)
+            assert r.status_code == status, (name, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+    assert server.worker_pids() == before
+    assert server.process.poll() is None
+
+
+def test_metrics_aggregate_across_workers(server: Server, reference_rows: list[dict[str, Any]]) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        time.sleep(METRICS_SETTLE_SECONDS)  # the earlier tests' requests are all written
+        before = _predict_200(client.get("/metrics").text)
+        for _ in range(200):
+            client.post(
+                "/predict",
+                content=orjson.dumps(reference_rows[0]),
+                headers={"content-type": "application/json"},
+            )
+        time.sleep(METRICS_SETTLE_SECONDS)  # every worker has written its counts
+        after = _predict_200(client.get("/metrics").text)
+    assert after - before == 200
+
+
+def _predict_200(text: str) -> float:
+    for line in text.splitlines():
+        if (
+            line.startswith("propensity_http_requests_total")
+            and 'route="/predict"' in line
+            and '"200"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_serve_writes_the_registry(server: Server, tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = Path(str(server.log)).parent / "artifacts" / "propensity"
+    assert (root / "v1" / "metadata.json").is_file() and (root / "aliases.json").is_file()

@@ -1,0 +1,124 @@
+"""The local cluster's generated configs (nginx -t on them) and its process bookkeeping."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools import procs
+from tools.cluster import Cluster, ClusterError, check_nginx_conf
+from tools.cluster_config import ClusterConfig, nginx_conf, ports_in_use, prometheus_yml, render
+
+needs_nginx = pytest.mark.skipif(
+    shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin") is None, reason="needs nginx"
+)
+
+
+def config(tmp_path: Path, **overrides: object) -> ClusterConfig:
+    return ClusterConfig(run_dir=tmp_path / "run", artifacts_dir=tmp_path / "artifacts", **overrides)  # type: ignore[arg-type]
+
+
+@needs_nginx
+@pytest.mark.parametrize("rate", [0.0, 25.0])
+def test_generated_nginx_conf_passes_nginx_t(tmp_path: Path, rate: float) -> None:
+    c = config(tmp_path, replicas=3, rate_limit_per_second=rate, rate_limit_burst=5)
+    c.run_dir.mkdir(parents=True)
+    text = nginx_conf(c)
+    (c.run_dir / "nginx.conf").write_text(text)
+    check_nginx_conf(c.run_dir / "nginx.conf", c.run_dir)
+    assert "{{" not in text
+    for port in (8001, 8002, 8003):
+        assert f"server 127.0.0.1:{port} max_fails=3 fail_timeout=2s;" in text
+    assert "listen 127.0.0.1:1313" in text
+    assert "proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;" in text
+    assert f"client_max_body_size {32 * 1024 * 1024};" in text
+    if rate:
+        assert "limit_req_zone $binary_remote_addr zone=predict:10m rate=25r/s;" in text
+        assert "limit_req zone=predict burst=5 nodelay;" in text
+    else:
+        assert "limit_req " not in text and "limit_req_zone" not in text
+
+
+@needs_nginx
+def test_nginx_t_reports_a_broken_config(tmp_path: Path) -> None:
+    (tmp_path / "nginx.conf").write_text(
+        "events {}\nhttp { server { listen 127.0.0.1:1; bogus_directive; } }\n"
+    )
+    with pytest.raises(ClusterError, match="bogus_directive"):
+        check_nginx_conf(tmp_path / "nginx.conf", tmp_path)
+
+
+def test_render_refuses_unknown_placeholders_and_unused_values() -> None:
+    assert render("a {{X}} $host", {"X": "1"}) == "a 1 $host"
+    with pytest.raises(KeyError, match="Y"):
+        render("{{X}} {{Y}}", {"X": "1"})
+    with pytest.raises(KeyError, match="unused"):
+        render("{{X}}", {"X": "1", "unused": "2"})
+
+
+def test_prometheus_config_scrapes_every_replica_with_a_label(tmp_path: Path) -> None:
+    text = prometheus_yml(config(tmp_path, replicas=2, replica_port=9100, scrape_interval_seconds=2))
+    assert "scrape_interval: 2s" in text
+    assert '- targets: ["127.0.0.1:9100"]\n        labels: {replica: "replica-1"}' in text
+    assert '- targets: ["127.0.0.1:9101"]\n        labels: {replica: "replica-2"}' in text
+
+
+def test_config_rejects_overlapping_ports_and_round_trips_json(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        config(tmp_path, nginx_port=8002)
+    c = config(tmp_path, replicas=3, env={"A": "b"})
+    assert ClusterConfig.from_json(json.loads(json.dumps(c.to_json()))) == c
+    assert c.ports()["replica-3"] == 8003 and c.redis_url == "redis://127.0.0.1:6390/0"
+    assert dataclasses.replace(c, redis=False).redis_url is None
+
+
+def test_up_refuses_politely_when_a_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert ports_in_use({"x": port}) == {"x": port}
+        c = config(tmp_path, nginx_port=port, replica_port=port + 10, redis_port=port + 20)
+        with pytest.raises(ClusterError, match=rf"port\(s\) already in use: {port} \(nginx\)"):
+            Cluster(c).up()
+    assert not (c.run_dir / "pids").exists()  # nothing was started
+
+
+def test_a_pid_file_never_matches_another_process(tmp_path: Path) -> None:
+    record = procs.spawn(
+        "sleeper",
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env=os.environ,
+        log=tmp_path / "s.log",
+    )
+    assert procs.is_running(record)
+    impostor = dataclasses.replace(record, start_time=record.start_time + 1)  # same pid, other process
+    assert not procs.is_running(impostor)
+    procs.signal_group(impostor, signal.SIGKILL)  # must not touch the real one
+    assert procs.is_running(record)
+    path = record.save(tmp_path / "pids")
+    assert procs.ProcessRecord.load(path) == record
+    assert procs.stop(record, timeout=5)
+    assert not procs.is_running(record)
+    assert not procs.stop(record)  # already gone: nothing to do
+
+
+def test_stop_kills_a_group_whose_leader_ignores_sigterm(tmp_path: Path) -> None:
+    code = (
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(60)\n"
+        "time.sleep(60)\n"
+    )
+    record = procs.spawn("stubborn", [sys.executable, "-c", code], env=os.environ, log=tmp_path / "s.log")
+    assert procs.stop(record, timeout=0.5)
+    assert not procs.is_running(record) and procs.group_members(record.pid) == []

