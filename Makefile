@@ -27,7 +27,8 @@ venv: $(BIN)/propensity ## build .venv from the lock file
 serve: venv ## serve the approved model on :1313 (imports it on an empty registry; no Redis)
 	$(BIN)/propensity serve --port $(PORT) --workers $(WORKERS)
 
-lint: venv ## ruff + mypy
+lint: venv ## import-linter contracts, ruff (C901 <= 12), ruff format, mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check service tools tests
 	$(BIN)/ruff format --check service tools tests
 	$(BIN)/mypy service
