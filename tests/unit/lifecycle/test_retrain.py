@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.errors import DataValidationError
-from service.lifecycle.retrain import FAILED, PROMOTED, STAGED, read_decisions, retrain
 from service.lifecycle import retrain as retrain_module
+from service.lifecycle.retrain import FAILED, PROMOTED, STAGED, read_decisions, retrain
 from service.model.registry import Registry
 from service.model.synthetic import write_replica_csv
 from service.model.training import RECIPES, split_like_notebook
