@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.model.registry import Registry
 from service.model.schema import example_rows
-from service.model.synthetic import make_replica_frame
+from service.model.synthetic import make_synthetic_frame
 from service.serving.scorer import CompiledModel
 from service.settings import Settings
 
@@ -102,8 +102,8 @@ def approved_compiled(approved_registry: Registry) -> CompiledModel:
 
 @pytest.fixture(scope="session")
 def fresh_rows() -> pd.DataFrame:
-    """Unshifted replica rows (a different seed than the reference's 26)."""
-    return make_replica_frame(10_000, 7, target=False)
+    """Unshifted synthetic rows (a different seed than the reference's 26)."""
+    return make_synthetic_frame(10_000, 7, target=False)
 
 
 @pytest.fixture(scope="session")

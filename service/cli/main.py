@@ -44,11 +44,11 @@ def make_data(
         bool, typer.Option("--target/--no-target", help="include y (train file) or not")
     ] = True,
 ) -> None:
-    """Write calibrated replica data shaped like exercise_26_train.csv (or the test file)."""
-    from service.model.synthetic import write_replica_csv
+    """Write calibrated synthetic data shaped like exercise_26_train.csv (or the test file)."""
+    from service.model.synthetic import write_synthetic_csv
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_replica_csv(out, rows, seed, target=target)
+    write_synthetic_csv(out, rows, seed, target=target)
     typer.echo(f"wrote {rows} rows to {out}")
 
 

@@ -70,15 +70,17 @@ def golden_rows() -> dict[str, Any]:
 
 def approved_metadata(model: FittedModel) -> dict[str, Any]:
     from service.model.profile import reference_distributions
-    from service.model.synthetic import make_replica_frame
+    from service.model.synthetic import make_synthetic_frame
 
     ref = notebook_reference()
     schema = notebook_schema()
     names = model.feature_names
-    replica = make_replica_frame(PROFILE_ROWS, PROFILE_SEED, target=False)
-    parsed = model.pipeline.named_steps["parse"].transform(replica)
-    profile = reference_distributions(parsed, schema, model.phat(replica))
-    profile["source"] = f"replica data ({PROFILE_ROWS} rows, seed {PROFILE_SEED}) calibrated to the notebook"
+    synthetic = make_synthetic_frame(PROFILE_ROWS, PROFILE_SEED, target=False)
+    parsed = model.pipeline.named_steps["parse"].transform(synthetic)
+    profile = reference_distributions(parsed, schema, model.phat(synthetic))
+    profile["source"] = (
+        f"synthetic data ({PROFILE_ROWS} rows, seed {PROFILE_SEED}) calibrated to the notebook"
+    )
     raw = resources.files("service.model").joinpath("reference/notebook_model.json").read_bytes()
     return {
         "description": "The business-approved notebook model (GLM_Model_26), rebuilt from its figures",

@@ -1,7 +1,7 @@
-"""A calibrated replica of the exercise_26 data, for tests, benchmarks and drift demos.
+"""A calibrated synthetic copy of the exercise_26 data, for tests, benchmarks and drift demos.
 
 The real files belong to the model's owners; what the repository has are the approved model's figures
-(notebook_model.json). The replica is built from them so that the notebook recipe run on a replica gives
+(notebook_model.json). The synthetic data is built from them so that the notebook recipe run on it gives
 back the approved model:
 
 - columns x0..x99 (+ y) exactly as ``pd.read_csv("exercise_26_train.csv")`` gives them;
@@ -49,7 +49,8 @@ MISSING_MAX = 0.029
 # the reference standard errors of the x31 coefficients indicate; with x5 and x81 uniform, the balance
 # between asia (P(y=1) ≈ 0.40) and germany (≈ 0.51) sets E[y] = 19,904 / 40,000 = 49.76%.
 # Per-level P(y=1): america 0.538, asia 0.399, germany 0.506, japan 0.697, missing 0.539 (1.2M rows).
-# A replica fit gives x31 standard errors within ~8% of the reference ones (japan -2%, asia 0%, germany -8%).
+# A fit on synthetic data gives x31 standard errors within ~8% of the reference ones
+# (japan -2%, asia 0%, germany -8%).
 X31_SHARES: dict[str, float] = {
     "america": 0.25,
     "asia": 0.273,
@@ -219,11 +220,11 @@ def _check_rows(rows: Any) -> int:
     return int(rows)
 
 
-def make_replica_frame(rows: int, seed: int, *, target: bool = True) -> pd.DataFrame:
-    """`rows` replica rows of exercise_26, as pd.read_csv of the train file (target=True) or test file.
+def make_synthetic_frame(rows: int, seed: int, *, target: bool = True) -> pd.DataFrame:
+    """`rows` synthetic rows of exercise_26, as pd.read_csv of the train file (target=True) or test file.
 
     Numeric columns are float64 with NaN for missing (later-vintage rows already rounded to 10
-    significant digits, so the frame equals the CSV written by write_replica_csv read back); x12, x63 and
+    significant digits, so the frame equals the CSV written by write_synthetic_csv read back); x12, x63 and
     the categorical columns are strings with NaN for missing; y is int64 0/1.
     """
     n = _check_rows(rows)
@@ -291,11 +292,11 @@ def make_replica_frame(rows: int, seed: int, *, target: bool = True) -> pd.DataF
     return frame
 
 
-def write_replica_csv(path: Path, rows: int, seed: int, *, target: bool = True) -> None:
-    """Write make_replica_frame(rows, seed, target=target) as a CSV (no index; missing = empty cell).
+def write_synthetic_csv(path: Path, rows: int, seed: int, *, target: bool = True) -> None:
+    """Write make_synthetic_frame(rows, seed, target=target) as a CSV (no index; missing = empty cell).
 
     Floats are written at full (round-trip) precision; later-vintage rows carry values already rounded to
     10 significant digits, so they come out with at most 10 significant digits.
     """
-    frame = make_replica_frame(rows, seed, target=target)
+    frame = make_synthetic_frame(rows, seed, target=target)
     frame.to_csv(Path(path), index=False)

@@ -16,7 +16,7 @@ import pytest
 
 from service.model.notebook_import import import_notebook
 from service.model.registry import Registry
-from service.model.synthetic import make_replica_frame, write_replica_csv
+from service.model.synthetic import make_synthetic_frame, write_synthetic_csv
 from service.model.training import train_csv
 from service.serving.scorer import CompiledModel
 from tools.bench.cluster_bench import running_cluster
@@ -32,7 +32,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     root = tmp_path_factory.mktemp("rollout")
     reg = Registry(root / "artifacts", "propensity")
     import_notebook(reg)  # v1 = production
-    write_replica_csv(root / "train.csv", 4_000, 9)
+    write_synthetic_csv(root / "train.csv", 4_000, 9)
     version, _ = train_csv(root / "train.csv", reg)  # v2, not promoted
     assert (reg.resolve("production"), version) == ("v1", "v2")
     return reg
@@ -75,7 +75,7 @@ def model_info(cluster: Cluster, version: str) -> float:
 
 def test_promote_and_rollback_under_load(cluster: Cluster, registry: Registry) -> None:
     rows: list[dict[str, object]] = orjson.loads(
-        make_replica_frame(50, 31, target=False).to_json(orient="records")
+        make_synthetic_frame(50, 31, target=False).to_json(orient="records")
     )
     expected = expected_bodies(registry, rows)
     assert all(a != b for a, b in zip(expected["v1"], expected["v2"], strict=True))

@@ -31,9 +31,9 @@ from tools.loadgen import LoadRunner, Target, post
 # --- rows ---------------------------------------------------------------------------------------------------
 def make_rows(n: int, seed: int = 26, *, strings: bool = True) -> list[dict[str, Any]]:
     """n realistic rows (the replica generator); with strings=True every value is sent as a string."""
-    from service.model.synthetic import make_replica_frame
+    from service.model.synthetic import make_synthetic_frame
 
-    frame = make_replica_frame(n, seed, target=False)
+    frame = make_synthetic_frame(n, seed, target=False)
     rows: list[dict[str, Any]] = []
     for record in frame.to_dict("records"):
         row: dict[str, Any] = {}

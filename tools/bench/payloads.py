@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from service.model.schema import example_rows
-from service.model.synthetic import make_replica_frame
+from service.model.synthetic import make_synthetic_frame
 
 BATCH_SEED = 2026
 
@@ -25,7 +25,7 @@ def _json_value(value: Any) -> Any:
 def batch_rows(rows: int, seed: int = BATCH_SEED) -> list[dict[str, Any]]:
     """Replica rows as a client would send them: numbers as JSON numbers (missing as null), x12 money and
     x63 percent strings, categories as strings (missing ones spelled "nan", as a CSV read gives them)."""
-    frame = make_replica_frame(rows, seed, target=False)
+    frame = make_synthetic_frame(rows, seed, target=False)
     return [{k: _json_value(v) for k, v in record.items()} for record in frame.to_dict(orient="records")]
 
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.model.schema import notebook_reference
-from service.model.synthetic import make_replica_frame
+from service.model.synthetic import make_synthetic_frame
 
 FEATURES = notebook_reference()["selected_features_in_selection_order"]
 EXPECTED_KEYS = sorted([*FEATURES, "business_outcome", "phat"])
@@ -108,7 +108,7 @@ def test_unseen_category_scored_as_missing_and_counted(
 
 
 def test_batch_independence(client: TestClient, reference_rows: list[dict[str, Any]]) -> None:
-    rows = make_replica_frame(9_995, 11, target=False)
+    rows = make_synthetic_frame(9_995, 11, target=False)
     batch: list[Any] = orjson.loads(rows.to_json(orient="records"))
     rng = random.Random(5)
     positions = rng.sample(range(10_000), 5)

@@ -17,7 +17,7 @@ from service.errors import DataValidationError
 from service.lifecycle import retrain as retrain_module
 from service.lifecycle.retrain import FAILED, PROMOTED, STAGED, read_decisions, retrain
 from service.model.registry import Registry
-from service.model.synthetic import write_replica_csv
+from service.model.synthetic import write_synthetic_csv
 from service.model.training import RECIPES, split_like_notebook
 from service.settings import Settings
 
@@ -45,7 +45,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def good_csv(data_dir: Path) -> Path:
     path = data_dir / "good.csv"
-    write_replica_csv(path, 6_000, 11)
+    write_synthetic_csv(path, 6_000, 11)
     return path
 
 
@@ -207,10 +207,10 @@ def test_the_cli_exit_codes(
 
 @pytest.mark.slow
 def test_default_margins_promote_a_faithful_retrain(registry: Registry, tmp_path: Path) -> None:
-    """20,000 replica rows drawn from the approved GLM: a retrain is as good as the champion within the
+    """20,000 synthetic rows drawn from the approved GLM: a retrain is as good as the champion within the
     default margins (0.005 AUC, 0.005 log loss, 0.002 Brier), with 1,000 bootstrap resamples."""
     csv = tmp_path / "20k.csv"
-    write_replica_csv(csv, 20_000, 11)
+    write_synthetic_csv(csv, 20_000, 11)
     outcome = retrain(csv, registry, Settings(artifacts_dir=registry.root))
     assert outcome.decision == PROMOTED, outcome.record["gate"]
     diff = outcome.record["evaluation"]["challenger_minus_champion"]

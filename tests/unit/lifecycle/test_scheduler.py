@@ -15,7 +15,7 @@ from service.cli import app
 from service.lifecycle.retrain import read_decisions
 from service.lifecycle.scheduler import NO_DATA, UNCHANGED, newest_csv, run_cycle, run_scheduler
 from service.model.registry import Registry
-from service.model.synthetic import write_replica_csv
+from service.model.synthetic import write_synthetic_csv
 from service.settings import Settings
 
 FAST = {"retrain_min_rows": 1_000, "retrain_bootstrap": 100, "retrain_max_auc_drop": 0.03}
@@ -30,7 +30,7 @@ def registry(approved_registry: Registry, tmp_path: Path) -> Registry:
 @pytest.fixture(scope="session")
 def small_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sched") / "batch.csv"
-    write_replica_csv(path, 4_000, 21)
+    write_synthetic_csv(path, 4_000, 21)
     return path
 
 

@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.model.experiment import markdown, run_study, save
-from service.model.synthetic import make_replica_frame, write_replica_csv
+from service.model.synthetic import make_synthetic_frame, write_synthetic_csv
 from service.model.training import RECIPES
 
 
 def test_study_compares_recipes_on_the_same_holdout(tmp_path: Path) -> None:
-    frame = make_replica_frame(3_000, 9)
+    frame = make_synthetic_frame(3_000, 9)
     study = run_study(frame, [RECIPES["notebook"], RECIPES["median"]], resamples=200)
     assert study.baseline == "notebook" and study.holdout_rows == 600 and study.data_rows == 3_000
     base, median = study.rows
@@ -36,7 +36,7 @@ def test_study_compares_recipes_on_the_same_holdout(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cli_experiment(tmp_path: Path) -> None:
     csv = tmp_path / "train.csv"
-    write_replica_csv(csv, 2_500, 4)
+    write_synthetic_csv(csv, 2_500, 4)
     out = tmp_path / "study"
     result = CliRunner().invoke(
         app,

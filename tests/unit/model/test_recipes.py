@@ -13,7 +13,7 @@ from sklearn.utils.estimator_checks import check_estimator
 from service.errors import ArtifactError
 from service.model.features import PairwiseInteractions
 from service.model.registry import Registry
-from service.model.synthetic import make_replica_frame
+from service.model.synthetic import make_synthetic_frame
 from service.model.training import C_GRID, RECIPES, Recipe, TrainingResult, recipe_named, train
 from service.serving.scorer import CompiledModel
 
@@ -22,7 +22,7 @@ SMALL_INTERACTIONS = Recipe(name="interactions", k=6, interactions=True)
 
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
-    return make_replica_frame(4_000, 5)
+    return make_synthetic_frame(4_000, 5)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The calibrated replica of the exercise_26 data (service.model.synthetic)."""
+"""The calibrated synthetic copy of the exercise_26 data (service.model.synthetic)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from service.model.synthetic import (
     approved_logit,
     classify_column,
     column_shapes,
-    make_replica_frame,
+    make_synthetic_frame,
     round_significant,
-    write_replica_csv,
+    write_synthetic_csv,
 )
 
 ROWS = 40_000
@@ -42,7 +42,7 @@ PERCENT_TEXT = re.compile(r"^\d{1,3}\.\d\d%$")
 
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
-    return make_replica_frame(ROWS, SEED)
+    return make_synthetic_frame(ROWS, SEED)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,8 @@ def parsed(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def csv_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("replica") / "replica.csv"
-    write_replica_csv(path, 4_000, 7)
+    path = tmp_path_factory.mktemp("synthetic") / "synthetic.csv"
+    write_synthetic_csv(path, 4_000, 7)
     return path
 
 
@@ -92,24 +92,24 @@ def test_columns_and_dtypes(frame: pd.DataFrame) -> None:
 
 
 def test_target_false_is_the_test_file_layout(frame: pd.DataFrame) -> None:
-    features = make_replica_frame(ROWS, SEED, target=False)
+    features = make_synthetic_frame(ROWS, SEED, target=False)
     assert list(features.columns) == [f"x{i}" for i in range(100)]
     pd.testing.assert_frame_equal(features, frame.drop(columns=["y"]), check_exact=True)
 
 
 def test_csv_reads_back_as_the_frame(csv_file: Path) -> None:
     read = pd.read_csv(csv_file)
-    pd.testing.assert_frame_equal(read, make_replica_frame(4_000, 7), check_exact=True)
+    pd.testing.assert_frame_equal(read, make_synthetic_frame(4_000, 7), check_exact=True)
     assert csv_file.read_text().count("\n") == 4_001  # header + rows, no index column
     assert csv_file.read_text().splitlines()[0] == ",".join([f"x{i}" for i in range(100)] + ["y"])
 
 
 def test_test_file_layout_csv(tmp_path: Path) -> None:
     path = tmp_path / "test.csv"
-    write_replica_csv(path, 50, 3, target=False)
+    write_synthetic_csv(path, 50, 3, target=False)
     read = pd.read_csv(path)
     assert list(read.columns) == [f"x{i}" for i in range(100)]
-    pd.testing.assert_frame_equal(read, make_replica_frame(50, 3, target=False), check_exact=True)
+    pd.testing.assert_frame_equal(read, make_synthetic_frame(50, 3, target=False), check_exact=True)
 
 
 # -- the two CSV vintages -------------------------------------------------------------------------------
@@ -313,10 +313,10 @@ def test_class_balance(frame: pd.DataFrame, parsed: dict[str, np.ndarray]) -> No
 
 def test_same_seed_same_frame_other_seed_differs(frame: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(
-        make_replica_frame(2_000, 5), make_replica_frame(2_000, 5), check_exact=True
+        make_synthetic_frame(2_000, 5), make_synthetic_frame(2_000, 5), check_exact=True
     )
-    other = make_replica_frame(2_000, 6)
-    same = make_replica_frame(2_000, 5)
+    other = make_synthetic_frame(2_000, 6)
+    same = make_synthetic_frame(2_000, 5)
     assert not other.equals(same)
     assert not np.allclose(other["x0"].fillna(0), same["x0"].fillna(0))
 
@@ -324,22 +324,22 @@ def test_same_seed_same_frame_other_seed_differs(frame: pd.DataFrame) -> None:
 @pytest.mark.parametrize("rows", [0, -1, 2.5, "10", True])
 def test_rows_must_be_a_positive_integer(rows: object, tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        make_replica_frame(rows, 1)  # type: ignore[arg-type]
+        make_synthetic_frame(rows, 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        write_replica_csv(tmp_path / "x.csv", rows, 1)  # type: ignore[arg-type]
+        write_synthetic_csv(tmp_path / "x.csv", rows, 1)  # type: ignore[arg-type]
     assert not (tmp_path / "x.csv").exists()
 
 
 def test_one_row() -> None:
-    one = make_replica_frame(1, 0)
+    one = make_synthetic_frame(1, 0)
     assert one.shape == (1, 101)
-    assert one["x12"].dtype == make_replica_frame(100, 0)["x12"].dtype
+    assert one["x12"].dtype == make_synthetic_frame(100, 0)["x12"].dtype
 
 
 @pytest.mark.slow
 def test_speed_100k_rows() -> None:
     start = time.perf_counter()
-    big = make_replica_frame(100_000, 1)
+    big = make_synthetic_frame(100_000, 1)
     assert len(big) == 100_000
     assert time.perf_counter() - start < 6.0
 

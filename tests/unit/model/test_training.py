@@ -1,4 +1,4 @@
-"""Notebook-exact training: the split recipe, fidelity on replica data, and refusal of bad data."""
+"""Notebook-exact training: the split recipe, fidelity on synthetic data, and refusal of bad data."""
 
 from __future__ import annotations
 
@@ -12,26 +12,26 @@ from sklearn.model_selection import train_test_split
 from service.errors import DataValidationError
 from service.model.registry import Registry
 from service.model.schema import notebook_reference, notebook_schema
-from service.model.synthetic import make_replica_frame, write_replica_csv
+from service.model.synthetic import make_synthetic_frame, write_synthetic_csv
 from service.model.training import read_training_csv, split_like_notebook, train_csv
 
 
 @pytest.fixture(scope="session")
-def replica_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def synthetic_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "train.csv"
-    write_replica_csv(path, 40_000, 26)
+    write_synthetic_csv(path, 40_000, 26)
     return path
 
 
 @pytest.fixture(scope="session")
-def trained(replica_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, str]:
+def trained(synthetic_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, str]:
     registry = Registry(tmp_path_factory.mktemp("trained"), "propensity")
-    version, _ = train_csv(replica_csv, registry)
+    version, _ = train_csv(synthetic_csv, registry)
     return registry, version
 
 
 def test_split_recipe_matches_the_notebook_calls() -> None:
-    frame = make_replica_frame(40_000, 3)
+    frame = make_synthetic_frame(40_000, 3)
     splits = split_like_notebook(frame, "y")
     assert splits.sizes == {"train": 32_000, "val": 4_000, "test": 4_000}
     X, y = frame.drop(columns=["y"]), frame["y"]
@@ -44,12 +44,12 @@ def test_split_recipe_matches_the_notebook_calls() -> None:
 
 @pytest.mark.parametrize(("rows", "sizes"), [(1_000, (800, 100, 100)), (12_345, (9_875, 1_235, 1_235))])
 def test_other_row_counts_split_proportionally(rows: int, sizes: tuple[int, int, int]) -> None:
-    splits = split_like_notebook(make_replica_frame(rows, 1), "y")
+    splits = split_like_notebook(make_synthetic_frame(rows, 1), "y")
     assert (splits.sizes["train"], splits.sizes["val"], splits.sizes["test"]) == sizes
 
 
 @pytest.mark.slow
-def test_training_on_replica_data_recovers_the_approved_model(trained: tuple[Registry, str]) -> None:
+def test_training_on_synthetic_data_recovers_the_approved_model(trained: tuple[Registry, str]) -> None:
     registry, version = trained
     meta = registry.metadata(version)
     ref = notebook_reference()
@@ -82,7 +82,7 @@ def _write(path: Path, frame: pd.DataFrame) -> Path:
 
 @pytest.fixture(scope="module")
 def small_frame() -> pd.DataFrame:
-    return make_replica_frame(400, 5)
+    return make_synthetic_frame(400, 5)
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ def summarise(model: CompiledModel, frame: pd.DataFrame) -> DriftSummary:
     return assess(ref, counts, Thresholds(), min_rows=1000)
 
 
-def test_unshifted_replica_rows_flag_nothing(
+def test_unshifted_synthetic_rows_flag_nothing(
     approved_compiled: CompiledModel, fresh_rows: pd.DataFrame
 ) -> None:
     summary = summarise(approved_compiled, fresh_rows)

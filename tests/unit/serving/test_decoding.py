@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from service.model.notebook_import import approved_model
-from service.model.synthetic import make_replica_frame
+from service.model.synthetic import make_synthetic_frame
 from service.serving.decoding import decode_rows
 from service.serving.scorer import CompiledModel
 
@@ -20,7 +20,7 @@ def compiled() -> CompiledModel:
 
 @pytest.fixture(scope="module")
 def base() -> list[dict[str, Any]]:
-    frame = make_replica_frame(1000, 9, target=False)
+    frame = make_synthetic_frame(1000, 9, target=False)
     rows: list[dict[str, Any]] = orjson.loads(frame.to_json(orient="records"))
     return rows
 

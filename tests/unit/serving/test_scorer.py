@@ -11,7 +11,7 @@ import pytest
 from service.model.artifact import FittedModel
 from service.model.notebook_import import approved_model
 from service.model.schema import example_rows
-from service.model.synthetic import make_replica_frame
+from service.model.synthetic import make_synthetic_frame
 from service.serving.scorer import SMALL_BATCH, CompiledModel
 
 
@@ -22,7 +22,7 @@ def compiled() -> CompiledModel:
 
 
 def _rows(n: int) -> list[dict[str, Any]]:
-    frame = make_replica_frame(n, 11, target=False)
+    frame = make_synthetic_frame(n, 11, target=False)
     rows: list[dict[str, Any]] = orjson.loads(frame.to_json(orient="records"))
     strings = [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows[: n // 4]]
     return rows + strings + list(example_rows()["rows"])

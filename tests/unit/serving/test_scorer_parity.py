@@ -14,7 +14,7 @@ import pytest
 from service.model.artifact import FittedModel
 from service.model.notebook_import import approved_model
 from service.model.schema import example_rows
-from service.model.synthetic import make_replica_frame
+from service.model.synthetic import make_synthetic_frame
 from service.serving.scorer import CompiledModel
 
 TOLERANCE = 1e-12
@@ -58,15 +58,15 @@ def assert_parity(model: FittedModel, compiled: CompiledModel, rows: list[dict[s
 
 
 @pytest.mark.slow
-def test_parity_on_100k_replica_rows(model: FittedModel, compiled: CompiledModel) -> None:
-    frame = make_replica_frame(100_000, 2024, target=False)
+def test_parity_on_100k_synthetic_rows(model: FittedModel, compiled: CompiledModel) -> None:
+    frame = make_synthetic_frame(100_000, 2024, target=False)
     rows: list[dict[str, Any]] = orjson.loads(frame.to_json(orient="records"))
     assert len(rows) == 100_000
     assert assert_parity(model, compiled, rows) <= TOLERANCE
 
 
 def test_parity_on_all_string_rows(model: FittedModel, compiled: CompiledModel) -> None:
-    frame = make_replica_frame(5_000, 7, target=False)
+    frame = make_synthetic_frame(5_000, 7, target=False)
     rows = [
         {k: ("nan" if v is None else str(v)) for k, v in r.items()}
         for r in orjson.loads(frame.to_json(orient="records"))
