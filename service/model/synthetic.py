@@ -220,6 +220,59 @@ def _check_rows(rows: Any) -> int:
     return int(rows)
 
 
+def _draw_numeric(
+    rng: np.random.Generator, n: int, later: np.ndarray, formats: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """The 96 numeric columns in raw units, NaN for missing (text formats rounded as they are written)."""
+    numeric: dict[str, np.ndarray] = {}
+    for column, shape in column_shapes().items():
+        share = shape.implied_missing_share
+        drawn_share = rng.uniform(MISSING_MIN, MISSING_MAX)  # drawn for every column: stable streams
+        if share is None:
+            share = drawn_share
+        if shape.kind == UNIFORM:
+            values = rng.uniform(shape.low, shape.high, n)
+        else:
+            values = rng.normal(shape.mean, shape.std / math.sqrt(1.0 - share), n)
+        if formats.get(column) in (MONEY, PERCENT):
+            values = np.round(values, TEXT_DECIMALS) + 0.0  # as written ("+ 0.0": no "-0.00")
+        else:
+            values[later] = round_significant(values[later], LATER_SIGNIFICANT_DIGITS)
+        missing = rng.choice(n, size=round(share * n), replace=False)
+        values[missing] = np.nan
+        numeric[column] = values
+    return numeric
+
+
+def _draw_categories(
+    rng: np.random.Generator, n: int, levels_by_column: dict[str, tuple[str, ...]]
+) -> dict[str, np.ndarray]:
+    categories: dict[str, np.ndarray] = {}
+    for column, levels in levels_by_column.items():
+        names = np.array([*levels, math.nan], dtype=object)
+        if column == "x31":
+            shares = [X31_SHARES[level] for level in levels]
+            codes = rng.choice(len(levels) + 1, size=n, p=[*shares, X31_MISSING_SHARE])
+        else:
+            codes = rng.integers(0, len(levels), size=n)
+        categories[column] = names[codes]
+    return categories
+
+
+def _as_written(
+    column: str, fmt: str | None, values: np.ndarray, later: np.ndarray, no_separator: np.ndarray
+) -> Any:
+    """One numeric column as the CSV has it: money and percent as text, the rest as floats."""
+    if fmt == MONEY:
+        return [
+            _money_text(v, w, s)
+            for v, w, s in zip(values.tolist(), later.tolist(), no_separator.tolist(), strict=True)
+        ]
+    if fmt == PERCENT:
+        return [_percent_text(v) for v in values.tolist()]
+    return values
+
+
 def make_synthetic_frame(rows: int, seed: int, *, target: bool = True) -> pd.DataFrame:
     """`rows` synthetic rows of exercise_26, as pd.read_csv of the train file (target=True) or test file.
 
@@ -229,60 +282,21 @@ def make_synthetic_frame(rows: int, seed: int, *, target: bool = True) -> pd.Dat
     """
     n = _check_rows(rows)
     schema = notebook_schema()
-    shapes = column_shapes()
     rng = np.random.default_rng(seed)
-
     later = rng.random(n) < LATER_VINTAGE_SHARE
     no_separator = rng.random(n) < NO_SEPARATOR_SHARE
-
-    numeric: dict[str, np.ndarray] = {}
-    for column, shape in shapes.items():
-        share = shape.implied_missing_share
-        drawn_share = rng.uniform(MISSING_MIN, MISSING_MAX)  # drawn for every column: stable streams
-        if share is None:
-            share = drawn_share
-        if shape.kind == UNIFORM:
-            values = rng.uniform(shape.low, shape.high, n)
-        else:
-            values = rng.normal(shape.mean, shape.std / math.sqrt(1.0 - share), n)
-        fmt = schema.formats.get(column)
-        if fmt in (MONEY, PERCENT):
-            values = np.round(values, TEXT_DECIMALS) + 0.0  # as written ("+ 0.0": no "-0.00")
-        else:
-            values[later] = round_significant(values[later], LATER_SIGNIFICANT_DIGITS)
-        missing = rng.choice(n, size=round(share * n), replace=False)
-        values[missing] = np.nan
-        numeric[column] = values
-
-    categories: dict[str, np.ndarray] = {}
-    for column, levels in schema.categories.items():
-        names = np.array([*levels, math.nan], dtype=object)
-        if column == "x31":
-            shares = [X31_SHARES[level] for level in levels]
-            codes = rng.choice(len(levels) + 1, size=n, p=[*shares, X31_MISSING_SHARE])
-        else:
-            codes = rng.integers(0, len(levels), size=n)
-        categories[column] = names[codes]
-
+    numeric = _draw_numeric(rng, n, later, schema.formats)
+    categories = _draw_categories(rng, n, schema.categories)
     logit = approved_logit(numeric, categories)
     phat = 1.0 / (1.0 + np.exp(-logit))
     y = (rng.random(n) < phat).astype(np.int64)
 
-    data: dict[str, Any] = {}
-    for column in schema.columns:
-        if column in categories:
-            data[column] = categories[column]
-        elif schema.formats.get(column) == MONEY:
-            data[column] = [
-                _money_text(v, w, s)
-                for v, w, s in zip(
-                    numeric[column].tolist(), later.tolist(), no_separator.tolist(), strict=True
-                )
-            ]
-        elif schema.formats.get(column) == PERCENT:
-            data[column] = [_percent_text(v) for v in numeric[column].tolist()]
-        else:
-            data[column] = numeric[column]
+    data: dict[str, Any] = {
+        column: categories[column]
+        if column in categories
+        else _as_written(column, schema.formats.get(column), numeric[column], later, no_separator)
+        for column in schema.columns
+    }
     if target:
         data[schema.target] = y
     frame = pd.DataFrame(data)
