@@ -6,16 +6,23 @@ BIN := $(VENV)/bin
 PORT ?= 1313
 WORKERS ?= 2
 REPLICAS ?= 2
+COVERAGE_FLOOR ?= 85
 export PROPENSITY_ARTIFACTS_DIR ?= $(CURDIR)/artifacts
 
+# `$(call given,PORT,--port)` is `--port $(PORT)` when PORT was given on make's command line or in the
+# environment, and nothing when it is only this file's default: `make serve` then leaves the port to the
+# PROPENSITY_* settings (PROPENSITY_PORT=1515 make serve listens on 1515).
+given = $(if $(filter command line environment,$(origin $(1))),$(2) $($(1)))
+
 .DEFAULT_GOAL := help
-.PHONY: help venv serve test test-unit test-integration lint fmt bench clean
+.PHONY: help venv system-deps serve test test-unit test-integration lint fmt bench clean
 
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@echo "variables: PORT WORKERS (serve, up), REPLICAS, PYTEST_ARGS, COVERAGE_FLOOR=$(COVERAGE_FLOOR), BENCH_ARGS"
 
 $(BIN)/propensity: requirements.lock pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (make system-deps)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
@@ -24,24 +31,31 @@ $(BIN)/propensity: requirements.lock pyproject.toml
 
 venv: $(BIN)/propensity ## build .venv from the lock file
 
-serve: venv ## serve the approved model on :1313 (imports it on an empty registry; no Redis)
-	$(BIN)/propensity serve --port $(PORT) --workers $(WORKERS)
+system-deps: ## the Debian packages the tests need, when missing (apt-get as root, else the command to run)
+	PYTHON=$(PYTHON) bash tools/system-deps.sh test
+
+serve: venv ## serve the approved model (PROPENSITY_* settings; PORT=, WORKERS= override them; no Redis)
+	$(strip $(BIN)/propensity serve $(call given,PORT,--port) $(call given,WORKERS,--workers))
 
 lint: venv ## import-linter contracts, ruff (C901 <= 12), ruff format, mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check service tools tests
 	$(BIN)/ruff format --check service tools tests
-	$(BIN)/mypy service
+	$(BIN)/mypy service tools tests
 
 fmt: venv ## format the code
 	$(BIN)/ruff format service tools tests
 	$(BIN)/ruff check --fix service tools tests
 
-test: venv lint ## lint, then every test but the Docker Swarm suite
-	$(BIN)/pytest -m "not swarm" $(PYTEST_ARGS)
+test: system-deps venv lint ## lint, then every test but the Docker Swarm suite, with the coverage of service/
+	$(BIN)/pytest -m "not swarm" --cov=service --cov-report=term-missing:skip-covered \
+	  --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
-test-unit: venv ## fast unit tests only
-	$(BIN)/pytest -m "not swarm and not integration and not slow" $(PYTEST_ARGS)
+test-unit: venv ## tests/unit only (no lint, no coverage)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: system-deps venv ## tests/integration: real gunicorn, redis-server, nginx, prometheus
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 bench: venv ## the benchmark: ratios measured side by side in one run (not a test)
 	$(BIN)/python -m tools.bench.run $(BENCH_ARGS)
@@ -52,4 +66,4 @@ bench: venv ## the benchmark: ratios measured side by side in one run (not a tes
 -include deploy/swarm/swarm.mk
 
 clean: ## remove caches (keeps .venv and artifacts)
-	rm -rf .mypy_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf .mypy_cache .ruff_cache .hypothesis .coverage build *.egg-info

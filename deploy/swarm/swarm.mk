@@ -6,6 +6,7 @@
 #   make swarm-down                remove the stack, wait until it is gone
 #   make swarm-status              running/desired tasks of every service
 #   make test-swarm                build the images, deploy swarm-stack.test.yml, the e2e suite, tear down
+#   make system-deps-swarm         the suite's Debian packages (docker.io, debootstrap), when missing
 #   make swarm-configs             regenerate deploy/swarm/nginx*.conf and prometheus.test.yml
 SWARM_FILE ?= swarm-stack.yml
 SWARM_STACK ?= propensity
@@ -14,7 +15,7 @@ SWARM_RESOLVE_IMAGE ?= always
 SWARM_API_IMAGE ?= $(IMAGE_NAME):$(IMAGE_TAG)
 TESTINFRA_IMAGE ?= propensity-testinfra:bookworm
 
-.PHONY: swarm-up swarm-down swarm-status swarm-configs swarm-test-image test-swarm
+.PHONY: swarm-up swarm-down swarm-status swarm-configs swarm-test-image system-deps-swarm test-swarm
 
 swarm-up: venv ## deploy the Swarm stack (SWARM_FILE, SWARM_STACK, IMAGE_TAG); SWARM_INIT=1 may create a swarm
 	PROPENSITY_API_IMAGE=$(SWARM_API_IMAGE) $(BIN)/python -m tools.swarm up --file $(SWARM_FILE) \
@@ -32,6 +33,9 @@ swarm-configs: venv ## regenerate the stacks' nginx configs and the test prometh
 swarm-test-image: base-image ## nginx, redis and prometheus from Debian packages, for swarm-stack.test.yml
 	docker build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(TESTINFRA_IMAGE) deploy/swarm/testinfra
 
-test-swarm: venv image swarm-test-image ## the Swarm e2e suite: deploy, scale, roll out, roll back, kill, tear down
+system-deps-swarm: ## the Swarm suite's Debian packages (docker.io, debootstrap), when missing (as system-deps)
+	bash tools/system-deps.sh swarm
+
+test-swarm: system-deps-swarm venv image swarm-test-image ## the Swarm e2e suite: deploy, scale, roll out, roll back, kill, tear down
 	PROPENSITY_E2E_IMAGE=$(IMAGE_NAME):$(IMAGE_TAG) PROPENSITY_TESTINFRA_IMAGE=$(TESTINFRA_IMAGE) \
 	  $(BIN)/pytest -m swarm tests/swarm $(PYTEST_ARGS)

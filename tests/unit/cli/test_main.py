@@ -25,6 +25,13 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def stdout_of(*args: str) -> str:
+    """What the command writes to stdout only (the registry line goes to stderr)."""
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
 def test_import_list_show_verify(env: Path) -> None:
     code, out = run("registry", "list")
     assert code == 0 and "no versions" in out
@@ -34,8 +41,7 @@ def test_import_list_show_verify(env: Path) -> None:
     assert code == 0 and "v1" in out and "production" in out and "0.8022" in out
     code, out = run("registry", "show", "production")
     assert code == 0 and "cutoff 0.712" in out and "x5_saturday" in out
-    code, out = run("registry", "show", "v1", "--json")
-    assert code == 0 and json.loads(out)["version"] == "v1"
+    assert json.loads(stdout_of("registry", "show", "v1", "--json"))["version"] == "v1"
     code, out = run("registry", "verify", "production")
     assert code == 0 and "OK" in out
 
@@ -65,8 +71,11 @@ def test_make_data_and_train(env: Path) -> None:
     assert code == 0 and "y" not in pd.read_csv(env / "test.csv").columns
     code, out = run("train", "--data", str(csv))
     assert code == 0 and "registered propensity/v1" in out and "AUC" in out
-    code, out = run("registry", "show", "v1", "--json")
-    assert json.loads(out)["training"]["splits"] == {"train": 2400, "val": 300, "test": 300}
+    assert json.loads(stdout_of("registry", "show", "v1", "--json"))["training"]["splits"] == {
+        "train": 2400,
+        "val": 300,
+        "test": 300,
+    }
 
 
 def test_train_bad_data_exits_nonzero_and_writes_nothing(env: Path) -> None:
