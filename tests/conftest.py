@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,18 @@ def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
     raise AssertionError("the app never became ready")
 
 
-def make_client(registry: Registry, **overrides: Any) -> Iterator[TestClient]:
+@contextlib.contextmanager
+def app_client(registry: Registry, **overrides: Any) -> Iterator[TestClient]:
+    """`with app_client(registry, **settings) as client:` the app, ready, in process; shut down on exit."""
     settings = Settings(artifacts_dir=registry.root, reload_interval_seconds=0, **overrides)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         wait_ready(client)
+        yield client
+
+
+def make_client(registry: Registry, **overrides: Any) -> Generator[TestClient, None, None]:
+    """The same as a generator, for `yield from` in fixtures (shut down when the fixture is torn down)."""
+    with app_client(registry, **overrides) as client:
         yield client
 
 

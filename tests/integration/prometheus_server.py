@@ -1,19 +1,24 @@
-"""Start and stop a real `prometheus` for tests (127.0.0.1, a free port, a temporary TSDB, stopped by PID)."""
+"""Start and stop a real `prometheus` for tests (127.0.0.1, a free port, a temporary TSDB, stopped by PID).
+
+`with start_prometheus(...) as prom:` stops it however the block ends; `start_prometheus` stops what it
+started when Prometheus never becomes ready.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from tests.conftest import free_port
+from tests.servers import stop_process, tail
 
 
 @dataclass
@@ -48,13 +53,15 @@ class Prometheus:
             time.sleep(0.25)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout=20)
+
+    def __enter__(self) -> Prometheus:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 def start_prometheus(config: str, workdir: Path, *, timeout: float = 30.0) -> Prometheus:
@@ -76,18 +83,27 @@ def start_prometheus(config: str, workdir: Path, *, timeout: float = 30.0) -> Pr
             ],
             stdout=fh,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     prom = Prometheus(process, port, log)
+    try:
+        _wait_ready(prom, timeout)
+    except BaseException:
+        prom.stop()
+        raise
+    return prom
+
+
+def _wait_ready(prom: Prometheus, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        if prom.process.poll() is not None:
+            raise RuntimeError(f"prometheus exited with {prom.process.returncode}:\n{tail(prom.log)}")
         try:
             with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=2) as response:
                 if response.status == 200:
-                    return prom
+                    return
         except OSError:
             pass
         time.sleep(0.1)
-    prom.stop()
-    raise RuntimeError(f"prometheus not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"prometheus not ready after {timeout}s:\n{tail(prom.log)}")

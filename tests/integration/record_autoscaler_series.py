@@ -34,50 +34,44 @@ def main() -> None:
     requests = [post("/predict", json.dumps(r).encode()) for r in rows]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        server = start_server(root / "artifacts", root, workers=2)
-        try:
-            prom = start_prometheus(
+        with (
+            start_server(root / "artifacts", root, workers=2) as server,
+            start_prometheus(
                 "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
                 "scrape_configs:\n"
                 "  - job_name: propensity\n"
                 f'    static_configs: [{{targets: ["127.0.0.1:{server.port}"]}}]\n',
                 root / "prometheus",
-            )
-            try:
-                started = time.time()
-                for seconds, connections in PHASES:
-                    print(
-                        f"{time.time() - started:5.0f}s: {connections} connections for {seconds}s", flush=True
+            ) as prom,
+        ):
+            started = time.time()
+            for seconds, connections in PHASES:
+                print(f"{time.time() - started:5.0f}s: {connections} connections for {seconds}s", flush=True)
+                if connections:
+                    runner = LoadRunner(
+                        server.url,
+                        requests,
+                        total=10**7,
+                        concurrency=connections,
+                        deadline_seconds=seconds,
                     )
-                    if connections:
-                        runner = LoadRunner(
-                            server.url,
-                            requests,
-                            total=10**7,
-                            concurrency=connections,
-                            deadline_seconds=seconds,
-                        )
-                        print("   ", runner.run().summary(), flush=True)
-                    else:
-                        time.sleep(seconds)
-                end = time.time()
-                series = {}
-                for name, query in QUERIES.items():
-                    data = prom.api(
-                        "query_range", query=query, start=f"{started:.0f}", end=f"{end:.0f}", step=str(STEP)
-                    )
-                    points = {
-                        round(float(t)): float(v)
-                        for t, v in (data["result"][0]["values"] if data["result"] else [])
-                    }
-                    series[name] = [
-                        round(points[t], 6) if t in points else None
-                        for t in range(round(started), round(end) + 1, STEP)
-                    ]
-            finally:
-                prom.stop()
-        finally:
-            server.stop()
+                    print("   ", runner.run().summary(), flush=True)
+                else:
+                    time.sleep(seconds)
+            end = time.time()
+            series = {}
+            for name, query in QUERIES.items():
+                data = prom.api(
+                    "query_range", query=query, start=f"{started:.0f}", end=f"{end:.0f}", step=str(STEP)
+                )
+                points = {
+                    round(float(t)): float(v)
+                    for t, v in (data["result"][0]["values"] if data["result"] else [])
+                }
+                series[name] = [
+                    round(points[t], 6) if t in points else None
+                    for t in range(round(started), round(end) + 1, STEP)
+                ]
     OUT.write_text(
         json.dumps(
             {

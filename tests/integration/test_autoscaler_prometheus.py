@@ -9,6 +9,7 @@ min. The same Prometheus then runs every dashboard query and evaluates every ale
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -32,8 +33,6 @@ from tests.integration.prometheus_server import Prometheus, start_prometheus
 from tests.servers import Server, start_server
 from tests.unit.tools.test_grafana_dashboards import GENERATOR, queries
 from tools.loadgen import LoadResult, LoadRunner, post
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -88,12 +87,14 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, approved_registry: Regist
     root = tmp_path_factory.mktemp("autoscale")
     served = AutoscalerMetrics(CollectorRegistry())
     metrics_port = free_port()
-    httpd, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=served.registry)
-    server = start_server(approved_registry.root, root, workers=2)
-    prom: Prometheus | None = None
-    try:
-        prom = start_prometheus(
-            f"""
+    with contextlib.ExitStack() as stack:
+        httpd, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=served.registry)
+        stack.callback(httpd.server_close)  # (callbacks run last first: shutdown, then close the socket)
+        stack.callback(httpd.shutdown)
+        server = stack.enter_context(start_server(approved_registry.root, root, workers=2))
+        prom = stack.enter_context(
+            start_prometheus(
+                f"""
 global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}
 rule_files: ["{ALERTS}"]
 scrape_configs:
@@ -102,14 +103,10 @@ scrape_configs:
   - job_name: propensity-autoscaler
     static_configs: [{{targets: ["127.0.0.1:{metrics_port}"]}}]
 """,
-            root / "prometheus",
+                root / "prometheus",
+            )
         )
         yield run_scenario(Scenario(server, prom, metrics_port), served)
-    finally:
-        if prom is not None:
-            prom.stop()
-        server.stop()
-        httpd.shutdown()
 
 
 def run_scenario(s: Scenario, served: AutoscalerMetrics) -> Scenario:
@@ -174,7 +171,7 @@ def test_the_signals_match_the_load_that_was_sent(scenario: Scenario) -> None:
 
 def test_cpu_signal_has_no_data_from_the_multiprocess_api(scenario: Scenario) -> None:
     """The API's /metrics (gunicorn, multiprocess mode) has no process_cpu_seconds_total: the cpu preset
-    holds with no data. It needs a per-replica CPU source (see the README's autoscaling section)."""
+    holds with no data. It needs a per-replica CPU source (see docs/operations.md, "The load signal")."""
     assert scenario.during[SignalKind.CPU].reason is Reason.NO_DATA
 
 
@@ -207,8 +204,15 @@ def test_signal_errors_against_a_real_prometheus(scenario: Scenario) -> None:
     assert reason(f"http://127.0.0.1:{free_port()}", "sum(up)") == "unreachable"
     assert reason(server.url, "sum(up)") == "http_error"  # the API: 404 for /api/v1/query
     assert reason(f"http://127.0.0.1:{scenario.metrics_port}", "sum(up)") == "bad_response"  # not JSON
+    assert reason(prom.url, '"a string"') == "bad_response"  # a string result: neither vector nor scalar
     sample = PrometheusSignal(prom.url, "scalar(sum(up))", 'count(up{job="propensity"} == 1)').fetch()
     assert (sample.total, sample.reporting) == (2.0, 1)
+    # count() over no series is an empty vector: nobody reports; any other error of that query is raised
+    nobody = PrometheusSignal(prom.url, "scalar(sum(up))", 'count(up{job="nope"} == 1)').fetch()
+    assert (nobody.total, nobody.reporting) == (2.0, 0)
+    with pytest.raises(SignalError) as info:
+        PrometheusSignal(prom.url, "scalar(sum(up))", "count(up").fetch()
+    assert info.value.reason == "query_error"
 
 
 # Panels that may stay empty here: the drift monitor reports only once its window holds enough rows, and

@@ -30,8 +30,6 @@ from tools.cluster import Cluster, http_get, metric_value
 from tools.cluster_config import free_ports
 from tools.loadgen import LoadRunner, post
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, approved_registry: Registry) -> Iterator[Cluster]:
@@ -150,9 +148,9 @@ def test_rate_limit_answers_429_problem_json(cluster: Cluster, tmp_path: Path) -
             rate_limit_burst=0,
         )
     )
-    limited.prepare()
-    limited.start("nginx", timeout=20)
     try:
+        limited.prepare()
+        limited.start("nginx", timeout=20)
         row = post("/predict", orjson.dumps(make_rows(1, 14)[0]))
         result = LoadRunner(
             limited.config.nginx_url, [row], total=20, concurrency=1, deadline_seconds=20
@@ -214,32 +212,21 @@ def test_prometheus_counts_add_up_and_show_the_model(
 
 
 # --- the cache ---------------------------------------------------------------------------------------------
-def test_a_cached_10k_batch_is_identical_and_at_least_2x_faster(cluster: Cluster) -> None:
-    # Every round must be byte-identical and hit. The issue's speed target (hit <= 0.2x miss) is measured
-    # by `make bench` (cluster section: 0.14-0.17x identity, 0.07-0.09x gzip on a quiet machine), not
-    # asserted here, where other tests share the machine. This test asserts what the cache must always
-    # deliver: the best of up to 3 rounds under half the miss.
-    ratios = []
-    for attempt in range(3):
-        bench = cache_hit_vs_miss(
-            cluster.config.nginx_url,
-            rows=10_000,
-            batches=3,
-            hits_per_batch=2,
-            seed=1000 + 10 * attempt,
-            accept_gzip=False,
-        )
-        print({k: v for k, v in bench.as_dict().items()})
-        assert bench.identical and bench.misses_missed
-        # every repeat hits; one may fall back to a miss if a Redis read times out on a busy machine
-        assert bench.hits >= len(bench.hit_ms) - 1, bench.as_dict()
-        ratios.append(bench.ratio)
-        if bench.ratio <= 0.5:
-            break
-    assert min(ratios) <= 0.5, ratios
-    # the same through gzip: the client gets the same bytes back
-    zipped = cache_hit_vs_miss(cluster.config.nginx_url, rows=10_000, batches=1, hits_per_batch=1, seed=2000)
-    assert zipped.identical and zipped.misses_missed
+@pytest.mark.parametrize("accept_gzip", [False, True], ids=["identity", "gzip"])
+def test_a_cached_10k_batch_hits_with_the_bytes_of_the_miss(cluster: Cluster, accept_gzip: bool) -> None:
+    """Repeats of a 10,000-row batch through nginx and Redis say X-Cache: hit and carry the miss's bytes.
+    How much faster a hit is (the issue's hit <= 0.2x miss) is measured by `make bench`, section cluster."""
+    bench = cache_hit_vs_miss(
+        cluster.config.nginx_url,
+        rows=10_000,
+        batches=2,
+        hits_per_batch=2,
+        seed=2000 if accept_gzip else 1000,
+        accept_gzip=accept_gzip,
+    )
+    assert bench.identical and bench.misses_missed, bench.as_dict()
+    # every repeat hits; one may fall back to a miss if a Redis read times out on a busy machine
+    assert bench.hits >= len(bench.hit_ms) - 1, bench.as_dict()
 
 
 def test_the_same_rows_reformatted_hit_through_the_cluster(cluster: Cluster) -> None:
@@ -292,7 +279,8 @@ def test_redis_stopped_under_load_then_started_again(cluster: Cluster, row_reque
         return bool(request(cluster, "POST", "/predict", body)[1].get("x-cache") == "hit")
 
     assert wait_until(resumed, 15.0, 0.5)
-    assert int(redis.Redis.from_url(cluster.config.redis_url or "").dbsize()) > 0  # type: ignore[arg-type]
+    with redis.Redis.from_url(cluster.config.redis_url or "") as client:
+        assert int(client.dbsize()) > 0
 
 
 def test_a_dead_worker_is_cleaned_up_and_its_counts_kept(cluster: Cluster, row_request: bytes) -> None:

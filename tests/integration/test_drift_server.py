@@ -18,7 +18,7 @@ from service.model.registry import Registry
 from tests.servers import start_server
 from tests.unit.monitoring.test_drift import UNSHIFTED_INPUTS, metric_values
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def test_two_workers_export_drift_and_fill_the_spool(
@@ -33,7 +33,6 @@ def test_two_workers_export_drift_and_fill_the_spool(
         "PROPENSITY_DRIFT_PUBLISH_SECONDS": "0.05",
         "PROPENSITY_CACHE_ENABLED": "false",
     }
-    server = start_server(tmp_path / "artifacts", tmp_path, workers=2, env=env)
     rows = shifted_rows.head(4_000).to_dict(orient="records")
     bodies = [orjson.dumps(rows[i : i + 100]) for i in range(0, len(rows), 100)]
 
@@ -45,7 +44,7 @@ def test_two_workers_export_drift_and_fill_the_spool(
             for b in chunk
         ]
 
-    try:
+    with start_server(tmp_path / "artifacts", tmp_path, workers=2, env=env) as server:
         with ThreadPoolExecutor(4) as pool:
             statuses = [s for part in pool.map(post, [bodies[i::4] for i in range(4)]) for s in part]
         assert statuses == [200] * len(bodies)
@@ -57,8 +56,6 @@ def test_two_workers_export_drift_and_fill_the_spool(
             if values.get(("propensity_drift_rows_in_window", "")) == 4_000 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-    finally:
-        server.stop()
     assert values[("propensity_drift_rows_in_window", "")] == 4_000  # livesum over the workers
     assert values[("propensity_drift_psi", "x91")] >= 0.2  # livemax over the workers
     assert values[("propensity_drift_status", "x12")] == 2 and values[("propensity_drift_status", "x31")] == 2

@@ -23,7 +23,6 @@ from tools.bench.cluster_bench import running_cluster
 from tools.cluster import Cluster
 from tools.loadgen import LoadRunner, post
 
-pytestmark = pytest.mark.integration
 REQUESTS = 6_000
 
 

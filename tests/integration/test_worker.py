@@ -13,7 +13,7 @@ async def _exercise() -> tuple[bytes, bytes, bool]:
     ours, peer = socket.socketpair()
     peer.setblocking(False)
     transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
-    wrapped = CoalescingTransport(transport, loop)  # type: ignore[arg-type]
+    wrapped = CoalescingTransport(transport, loop)
     wrapped.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
     try:
         early = peer.recv(1024)  # nothing may have left yet: the headers wait for the body

@@ -6,6 +6,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,7 +19,7 @@ from service.model.registry import Registry
 from service.model.synthetic import write_synthetic_csv
 from service.settings import Settings
 
-FAST = {"retrain_min_rows": 1_000, "retrain_bootstrap": 100, "retrain_max_auc_drop": 0.03}
+FAST: dict[str, Any] = {"retrain_min_rows": 1_000, "retrain_bootstrap": 100, "retrain_max_auc_drop": 0.03}
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_cli_once(
     assert result.exit_code == 0, result.output
     assert "fresh.csv -> v2" in result.output
     result = runner.invoke(app, ["retrain-scheduler", "--data-dir", str(incoming), "--once"])
-    assert result.exit_code == 0 and result.output.startswith("unchanged: fresh.csv")
+    assert result.exit_code == 0 and result.stdout.startswith("unchanged: fresh.csv")
     result = runner.invoke(app, ["retrain-scheduler", "--once"])
     assert result.exit_code == 2 and "--data-dir" in result.output
     result = runner.invoke(app, ["retrain-scheduler", "--data-dir", str(incoming), "--every", "often"])

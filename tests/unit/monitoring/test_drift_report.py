@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from service.cli import app
 from service.durations import parse_duration
 from service.model.registry import Registry
-from tests.conftest import make_client
+from tests.conftest import app_client
 
 runner = CliRunner()
 
@@ -64,7 +64,7 @@ def test_report_of_what_the_service_scored(
     env: Path, approved_registry: Registry, shifted_rows: pd.DataFrame
 ) -> None:
     spool = env / "spool"
-    for client in make_client(approved_registry, drift_spool_dir=spool, drift_chunk_rows=500):
+    with app_client(approved_registry, drift_spool_dir=spool, drift_chunk_rows=500) as client:
         rows = shifted_rows.head(2_000).to_dict(orient="records")
         for i in range(0, 2_000, 500):
             body = orjson.dumps(rows[i : i + 500])

@@ -22,7 +22,7 @@ from service.monitoring.drift_stats import (
 
 def test_decile_bins_of_a_continuous_reference_are_equal_mass() -> None:
     q = np.quantile(np.random.default_rng(0).normal(size=10_000), np.linspace(0, 1, 11))
-    edges, expected = decile_bins(q)
+    edges, expected = decile_bins(q.tolist())
     assert edges.size == 9
     np.testing.assert_allclose(expected, 0.1)
 

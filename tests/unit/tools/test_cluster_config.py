@@ -99,16 +99,19 @@ def test_a_pid_file_never_matches_another_process(tmp_path: Path) -> None:
         env=os.environ,
         log=tmp_path / "s.log",
     )
-    assert procs.is_running(record)
-    impostor = dataclasses.replace(record, start_time=record.start_time + 1)  # same pid, other process
-    assert not procs.is_running(impostor)
-    procs.signal_group(impostor, signal.SIGKILL)  # must not touch the real one
-    assert procs.is_running(record)
-    path = record.save(tmp_path / "pids")
-    assert procs.ProcessRecord.load(path) == record
-    assert procs.stop(record, timeout=5)
-    assert not procs.is_running(record)
-    assert not procs.stop(record)  # already gone: nothing to do
+    try:
+        assert procs.is_running(record)
+        impostor = dataclasses.replace(record, start_time=record.start_time + 1)  # same pid, other process
+        assert not procs.is_running(impostor)
+        procs.signal_group(impostor, signal.SIGKILL)  # must not touch the real one
+        assert procs.is_running(record)
+        path = record.save(tmp_path / "pids")
+        assert procs.ProcessRecord.load(path) == record
+        assert procs.stop(record, timeout=5)
+        assert not procs.is_running(record)
+        assert not procs.stop(record)  # already gone: nothing to do
+    finally:
+        procs.stop(record, timeout=1)  # whatever failed above, the sleeper does not outlive the test
 
 
 def test_stop_kills_a_group_whose_leader_ignores_sigterm(tmp_path: Path) -> None:
@@ -120,5 +123,8 @@ def test_stop_kills_a_group_whose_leader_ignores_sigterm(tmp_path: Path) -> None
         "time.sleep(60)\n"
     )
     record = procs.spawn("stubborn", [sys.executable, "-c", code], env=os.environ, log=tmp_path / "s.log")
-    assert procs.stop(record, timeout=0.5)
-    assert not procs.is_running(record) and procs.group_members(record.pid) == []
+    try:
+        assert procs.stop(record, timeout=0.5)
+        assert not procs.is_running(record) and procs.group_members(record.pid) == []
+    finally:
+        procs.signal_group(record, signal.SIGKILL)  # (a no-op once stop() did its job)
