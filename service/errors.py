@@ -72,12 +72,6 @@ class PayloadTooLarge(InputError):
     title = "Payload too large"
 
 
-class RateLimited(InputError):
-    status = 429
-    kind = "rate-limited"
-    title = "Too many requests"
-
-
 # --- data / training ----------------------------------------------------------------------------------------
 class DataValidationError(PropensityError, ValueError):
     """Training or evaluation data that cannot be used; names the column and the first offending rows."""

@@ -152,7 +152,3 @@ class Settings(BaseSettings):
         if self.slot_port_base is not None and self.task_slot is not None:
             return self.slot_port_base + self.task_slot
         return self.port
-
-    @property
-    def model_dir(self) -> Path:
-        return self.artifacts_dir / self.model_name

@@ -1,8 +1,9 @@
 """The local cluster on one machine: N replicas behind nginx, redis-server, prometheus (`make up`/`down`).
 
-    propensity cluster up --replicas 3     # refuses politely if a port is taken or it already runs
-    propensity cluster status
-    propensity cluster down                # stops exactly what `up` started, by its PID files
+    make up REPLICAS=3                     # python -m tools.cluster up --replicas 3; refuses politely if
+                                           # a port is taken or it already runs
+    make status                            # python -m tools.cluster status
+    make down                              # python -m tools.cluster down: stops exactly what `up` started
 
 Each replica is `propensity serve --port P --workers W`: its own gunicorn process tree on its own
 loopback port, with its own PROMETHEUS_MULTIPROC_DIR. Everything the cluster writes lives in the run dir
@@ -125,7 +126,7 @@ class Cluster:
         if alive:
             raise ClusterError(
                 f"a cluster is already running from {self.config.run_dir} ({', '.join(alive)}): "
-                "`make down` (propensity cluster down) first"
+                "`make down` (python -m tools.cluster down) first"
             )
         taken = ports_in_use(self.config.ports())
         if taken:
@@ -359,7 +360,7 @@ def check_nginx_conf(conf: Path, prefix: Path) -> str:
     return done.stderr
 
 
-# --- CLI: `propensity cluster ...` -------------------------------------------------------------------------
+# --- CLI: `python -m tools.cluster ...` (make up / status / down) -------------------------------------------
 cli = typer.Typer(
     help="The local cluster: N replicas behind nginx, redis-server and prometheus, on 127.0.0.1.",
     no_args_is_help=True,

@@ -59,10 +59,6 @@ class LoadResult:
     invalid: int = 0  # 2xx answers whose content the caller's validate() rejected
 
     @property
-    def completed(self) -> int:
-        return self.sent
-
-    @property
     def ok(self) -> int:
         return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
 

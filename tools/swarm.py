@@ -1,8 +1,8 @@
 """Deploy and remove the Docker Swarm stack (`make swarm-up` / `make swarm-down`), through the docker CLI.
 
-    propensity swarm up [--file swarm-stack.yml] [--stack propensity] [--init]   # deploy, wait healthy
-    propensity swarm status [--stack propensity]
-    propensity swarm down [--stack propensity]                                     # remove, wait gone
+    python -m tools.swarm up [--file swarm-stack.yml] [--stack propensity] [--init]   # deploy, wait healthy
+    python -m tools.swarm status [--stack propensity]
+    python -m tools.swarm down [--stack propensity]                                     # remove, wait gone
 
 `up` never turns this machine into a swarm manager unless asked (`--init`, i.e. `make swarm-up
 SWARM_INIT=1`). Swarm configs and secrets are immutable, so `up` names each one after a hash of its file
@@ -241,7 +241,7 @@ def remove(stack: str, timeout: float = 120) -> None:
         time.sleep(1)
 
 
-# --- CLI: `propensity swarm ...` --------------------------------------------------------------------------
+# --- CLI: `python -m tools.swarm ...` (make swarm-up / swarm-status / swarm-down) --------------------------
 cli = typer.Typer(help="The Docker Swarm stack: deploy, status, remove.", no_args_is_help=True)
 StackName = Annotated[str, typer.Option(help="stack name (services are <stack>_api, <stack>_nginx, ...)")]
 

@@ -29,10 +29,11 @@ from typing import Any
 
 import yaml
 
-from tools.cluster_config import NGINX_TEMPLATE, REPO_ROOT, ClusterConfig, render
+from tools.cluster_config import NGINX_TEMPLATE, ClusterConfig, render
+from tools.paths import REPO
 
-SWARM_DIR = REPO_ROOT / "deploy" / "swarm"
-PROMETHEUS_YML = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+SWARM_DIR = REPO / "deploy" / "swarm"
+PROMETHEUS_YML = REPO / "deploy" / "prometheus" / "prometheus.yml"
 
 # --- the single-host test variant: fixed loopback ports (below the ephemeral range 32768-60999) --------
 HOST = "127.0.0.1"
@@ -156,7 +157,8 @@ def prometheus_test_yml(production: str | None = None) -> str:
         "# swarm-stack.test.yml: host networking, so static loopback targets (api task slot N on\n"
         f"# {SLOT_PORT_BASE} + N) instead of Docker discovery. Do not edit: change the production file.\n"
     )
-    return header + yaml.safe_dump(config, sort_keys=False, width=110, default_flow_style=None)
+    body: str = yaml.safe_dump(config, sort_keys=False, width=110, default_flow_style=None)
+    return header + body
 
 
 def generated() -> dict[Path, str]:
@@ -179,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         if current == text:
             continue
         if args.check:
-            stale.append(path.relative_to(REPO_ROOT))
+            stale.append(path.relative_to(REPO))
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-            print(f"wrote {path.relative_to(REPO_ROOT)}")
+            print(f"wrote {path.relative_to(REPO)}")
     if stale:
         print(f"stale: {', '.join(map(str, stale))}; run `python -m tools.swarm_config`", file=sys.stderr)
         return 1

@@ -1,18 +1,7 @@
-"""gzip for cached /predict answers: compressed once when stored, sent as stored on every hit.
-
-Through nginx a big answer is gzipped for every client that accepts it (~5 MB of JSON for 10,000 rows:
-tens of milliseconds at level 1, paid by every hit). For a response the cache will store, the app gzips
-it itself (nginx passes a response that already has a Content-Encoding through untouched) and stores the
-gzip bytes: hits then cost no compression, Redis moves and holds ~half the bytes, and a client that does
-not accept gzip gets the stored answer decompressed (a few ms). The JSON inside is the same bytes either way.
-"""
+"""Content coding negotiation: whether a client accepts gzip (the stored gzip answers are
+service/serving/compression.py)."""
 
 from __future__ import annotations
-
-import gzip
-
-GZIP_MAGIC = b"\x1f\x8b"
-GZIP_LEVEL = 1  # nginx's gzip_comp_level here: fast, and most of the size win on JSON numbers
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -41,16 +30,3 @@ def accepts_gzip(header: str | None) -> bool:
             explicit = q if explicit is None else max(explicit, q)
     q_gzip = explicit if explicit is not None else wildcard
     return q_gzip is not None and q_gzip > 0
-
-
-def gzip_body(data: bytes) -> bytes:
-    return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
-
-
-def is_gzip(data: bytes) -> bool:
-    """A stored value that is gzip (stored JSON starts with { or [, an alias with @)."""
-    return data[:2] == GZIP_MAGIC
-
-
-def gunzip_body(data: bytes) -> bytes:
-    return gzip.decompress(data)

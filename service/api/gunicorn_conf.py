@@ -21,7 +21,7 @@ bind = [f"{_settings.host}:{_settings.listen_port}"]
 # its own listening socket, bound as it forks, and the kernel spreads new connections over all of them.
 reuse_port = _settings.reuse_port
 # PROPENSITY_PRELOAD: the app (numpy, pandas, ...) is imported in the master before the workers fork, so a
-# worker's socket (reuse_port: bound at fork) waits ~1 s for its model, not the seconds of its imports.
+# worker's socket (reuse_port: bound at fork) waits only for its model, not for its imports too.
 preload_app = _settings.preload
 workers = _settings.workers
 worker_class = "service.api.worker.Worker"  # uvicorn, one write per response (see worker.py)

@@ -54,11 +54,6 @@ def _as_frame(X: Any, columns: Sequence[str] | None = None) -> pd.DataFrame:
     return pd.DataFrame(arr, columns=names)
 
 
-def _raw_values(frame: pd.DataFrame, column: str) -> list[Any]:
-    series = frame[column]
-    return series.tolist() if column in frame.columns else []
-
-
 class RawInputParser(TransformerMixin, BaseEstimator):
     """Parse raw exercise_26 columns: numbers, money and percent strings, missing spellings, categories.
 

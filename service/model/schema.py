@@ -50,16 +50,10 @@ class InputSchema:
             "missing": [None, "", "nan", "NaN", "null", "None", "<absent key>"],
         }
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InputSchema:
-        kinds: dict[str, str] = data["kinds"]
-        return cls(
-            columns=tuple(data["columns"]),
-            target=data["target"],
-            numeric=tuple(c for c in data["columns"] if kinds[c] != CATEGORY),
-            formats={c: k for c, k in kinds.items() if k in (MONEY, PERCENT)},
-            categories={c: tuple(v) for c, v in data["categories"].items()},
-        )
+
+def schema_columns(input_schema: dict[str, Any]) -> tuple[str, ...]:
+    """The raw column names of an input schema as an artifact stores it (`InputSchema.as_dict()`)."""
+    return tuple(str(c) for c in input_schema["columns"])
 
 
 @cache

@@ -1,17 +1,18 @@
 """The per-worker drift monitor: O(1) work per request, statistics computed lazily, exported as gauges.
 
-observe() (called by /predict after scoring) only appends references to the arrays the compiled scorer
-already produced (parsed numeric values, category codes, phat) to a buffer. The buffer is folded into
-bucket counts at `drift_chunk_rows` rows or 1,000 requests, and whenever the gauges are refreshed (every
-`drift_publish_seconds`, on a request, and on every /metrics render). Counts go into an open chunk; a
-chunk closes at `drift_chunk_rows` rows or `drift_chunk_seconds` of age, goes to the spool (if set) and
-joins the rolling window: the newest closed chunks covering about `drift_window_rows` rows, at most
-`drift_max_chunks` of them. Memory is bounded by the chunk count, whatever the traffic.
+The scoring pipeline hands it every scored batch (`on_scored`, service/serving/observe.py); observe()
+only appends references to the arrays the compiled scorer already produced (parsed numeric values,
+category codes, phat) to a buffer. The buffer is folded into bucket counts at `drift_chunk_rows` rows or
+1,000 requests, and whenever the gauges are refreshed (every `drift_publish_seconds`, on a request, and
+on every /metrics render). Counts go into an open chunk; a chunk closes at `drift_chunk_rows` rows or
+`drift_chunk_seconds` of age, goes to the spool (if set) and joins the rolling window: the newest closed
+chunks covering about `drift_window_rows` rows, at most `drift_max_chunks` of them. Memory is bounded by
+the chunk count, whatever the traffic.
 
 A model swap starts a new window against the new version's reference. Requests still finishing on the
 retired version are not counted (they would mix two references).
 
-Everything runs on the worker's event loop thread (observe from /predict, publish from /metrics and
+Everything runs on the worker's event loop thread (observe from the pipeline, publish from /metrics and
 observe, close from the lifespan), so there is no lock.
 """
 
@@ -35,6 +36,7 @@ from service.serving.metrics import Metrics
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from service.serving.observe import Scoring
     from service.serving.scorer import CompiledModel, Scored
 
 log = logging.getLogger("propensity.drift")
@@ -73,6 +75,10 @@ class DriftMonitor:
         self.summary: DriftSummary | None = None
 
     # --- hot path ---
+    def on_scored(self, event: Scoring) -> None:
+        """The pipeline's observer interface (service.serving.observe.ScoringObserver)."""
+        self.observe(event.model, event.scored)
+
     def observe(self, model: CompiledModel, scored: Scored) -> None:
         """Remember a scored batch. A few attribute reads and a list append; folding is amortised."""
         if model is not self._model and not self._switch(model):

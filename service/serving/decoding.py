@@ -1,9 +1,9 @@
-"""From request bytes to rows: content type, size limits, JSON decoding and body shape."""
+"""From request bytes to a batch: content type, size limits, JSON decoding and body shape."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -17,6 +17,7 @@ from service.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from service.serving.batch import ColumnBatch, JsonBatch
 
 
 def check_content_type(value: str | None) -> None:
@@ -27,25 +28,12 @@ def check_content_type(value: str | None) -> None:
     raise UnsupportedMediaType(f"Content-Type must be application/json, got {shown[:60]!r}")
 
 
-def check_declared_length(value: str | None, limit: int) -> None:
-    if value is None:
-        return
-    try:
-        length = int(value)
-    except ValueError:
-        return
-    if length > limit:
+def check_declared_length(length: int | None, limit: int) -> None:
+    if length is not None and length > limit:
         raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {limit} bytes", limit_bytes=limit)
 
 
-@dataclass
-class DecodedBody:
-    rows: list[dict[str, Any]]
-    single: bool
-    payload: Any
-
-
-def decode_rows(body: bytes, *, max_rows: int, max_errors: int) -> DecodedBody:
+def decode_rows(body: bytes, *, max_rows: int, max_errors: int) -> JsonBatch:
     """Bytes -> rows. 400 malformed JSON, 413 too many rows, 422 wrong shape (naming every bad element)."""
     if not body.strip():
         raise MalformedJSON("the request body is empty; send a JSON object or an array of objects")
@@ -54,7 +42,7 @@ def decode_rows(body: bytes, *, max_rows: int, max_errors: int) -> DecodedBody:
     except orjson.JSONDecodeError as exc:
         raise MalformedJSON(f"the body is not valid JSON: {str(exc)[:200]}") from None
     if isinstance(payload, dict):
-        return DecodedBody(rows=[payload], single=True, payload=payload)
+        return JsonBatch([payload], single=True)
     if not isinstance(payload, list):
         raise BadBodyShape(f"expected a JSON object or an array of objects, got {type(payload).__name__}")
     if not payload:
@@ -74,7 +62,37 @@ def decode_rows(body: bytes, *, max_rows: int, max_errors: int) -> DecodedBody:
             errors=errors.errors,
             error_count=errors.total,
         )
-    return DecodedBody(rows=payload, single=False, payload=payload)
+    return JsonBatch(payload)
+
+
+# One decode is one C call that holds the GIL throughout: a big array is decoded in slices of about this
+# many bytes, so while a worker thread decodes it, the event loop gets the GIL between two slices.
+SLICE_BYTES = 1024 * 1024
+# Between two rows of an array: "}" then "," then "{", with JSON whitespace around the comma.
+_ROW_GAP = re.compile(rb"\}[ \t\n\r]*,[ \t\n\r]*\{")
+
+
+def row_slices(body: bytes, size: int) -> Iterator[bytes]:
+    """A JSON array's bytes as arrays of consecutive rows, cut between two rows about every `size` bytes.
+
+    A cut can land in a string or in a nested value that holds "},{"; the slice that ends there is then
+    not valid JSON (it ends inside a string or with a container open). So when every slice decodes, every
+    cut was between two rows of the array, and the slices' rows are the array's rows.
+    """
+    view = memoryview(body)
+    start = 0  # the first slice keeps the body's own "["
+    while start + 2 * size < len(body):
+        gap = _ROW_GAP.search(body, start + size)
+        if gap is None:
+            break
+        end = gap.start() + 1  # just after the "}"
+        yield b"".join((b"[" if start else b"", view[start:end], b"]"))
+        start = gap.end() - 1  # at the "{"
+    yield b"".join((b"[", view[start:])) if start else body
+
+
+def _struct_get(row: msgspec.Struct, column: str) -> Any:
+    return getattr(row, column, None)
 
 
 class ColumnDecoder:
@@ -83,20 +101,40 @@ class ColumnDecoder:
     Values keep their JSON types (number -> float, string -> str, null -> None), exactly what orjson would
     give for those keys, so scoring is unchanged. Anything this decoder does not take -- malformed JSON,
     a wrong body shape, a boolean or an object where a value belongs, too many rows -- returns None, and the
-    full orjson path decodes the body and reports every problem as today.
+    full orjson path decodes the body and reports every problem as today. A row has `.get(column)` like
+    a dict, so the few-rows scoring path takes it as it takes a JSON object.
     """
 
-    def __init__(self, columns: Sequence[str]) -> None:
-        row = msgspec.defstruct("Row", [(c, float | str | None, None) for c in columns], gc=False)
+    def __init__(self, columns: Sequence[str], *, slice_bytes: int = SLICE_BYTES) -> None:
+        fields = [(c, float | str | None, None) for c in columns]
+        row = msgspec.defstruct("Row", fields, gc=False, namespace={"get": _struct_get})
         self._decoder = msgspec.json.Decoder(list[row] | row)  # type: ignore[valid-type]
+        self._rows_decoder = msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
+        self.slice_bytes = slice_bytes
 
-    def decode(self, body: bytes, *, max_rows: int) -> DecodedBody | None:
+    def decode(self, body: bytes, *, max_rows: int) -> ColumnBatch | None:
         try:
-            payload = self._decoder.decode(body)
+            payload = self._sliced(body) if self._sliceable(body) else None
+            if payload is None:
+                payload = self._decoder.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None
         if isinstance(payload, list):
             if not payload or len(payload) > max_rows:
                 return None
-            return DecodedBody(rows=payload, single=False, payload=payload)
-        return DecodedBody(rows=[payload], single=True, payload=payload)
+            return ColumnBatch(payload)
+        return ColumnBatch([payload], single=True)
+
+    def _sliceable(self, body: bytes) -> bool:
+        return len(body) >= 2 * self.slice_bytes and body[:16].lstrip()[:1] == b"["
+
+    def _sliced(self, body: bytes) -> list[Any] | None:
+        """The array's rows, decoded slice by slice; None when a slice does not decode (the whole body is
+        then decoded at once and gives the verdict, as for a body too small to slice)."""
+        rows: list[Any] = []
+        try:
+            for piece in row_slices(body, self.slice_bytes):
+                rows += self._rows_decoder.decode(piece)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        return rows

@@ -25,9 +25,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.serving.metric_buffer import MetricBuffer
 
-# Measured on this service (one gunicorn worker, in the app; README, "The response cache"): a single row takes
-# ~0.25-0.6 ms (85 % of them under 0.5 ms, hence the fine low end), a cache hit on a big batch a few ms
-# to ~50 ms, a 10,000-row batch ~0.5-1.5 s. The doubling steps from 1 ms on are the alert rules' buckets.
+# End-to-end latency in the app: fine steps at the low end, where single rows land, then doubling steps
+# from 1 ms (the alert rules' buckets) up to the seconds a 10,000-row batch can take under load.
 LATENCY_BUCKETS = (
     0.0002,
     0.0003,
@@ -48,8 +47,7 @@ LATENCY_BUCKETS = (
     2.048,
     5.0,
 )
-# Per stage: decode and encode of a single row take ~10-40 us, its score ~0.1-0.25 ms; 10,000 rows take
-# ~0.2-0.3 s to decode and ~0.3-0.5 s to score.
+# Per stage: from one row's decode or encode, the shortest, to a 10,000-row batch's decode or score.
 STAGE_BUCKETS = (
     0.00001,
     0.000025,
@@ -68,8 +66,8 @@ STAGE_BUCKETS = (
     0.5,
     1.0,
 )
-# A Redis call on loopback: ~50 us for a small value (p50), ~5-10 ms for a 10,000-row answer (~5 MB);
-# the top buckets bracket the 50 ms lookup timeout (stores, off the request path, may take longer).
+# A Redis call: from a small value on loopback to a 10,000-row answer; the top buckets bracket the lookup
+# timeout (stores, off the request path, may take longer).
 CACHE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 ROWS_BUCKETS = (1, 2, 5, 10, 50, 100, 500, 1000, 2500, 5000, 10000)
 PHAT_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))

@@ -3,7 +3,7 @@
 Semantics are those of `service.serving.cache.ResponseCache`: the response bytes are stored once, under the
 raw-body key, with `SET .. EX ttl`; the normalised key holds an alias (b"@" + the raw key). So an exact
 repeat (the common case) hits in one round trip (MGET), a re-formatted body in two (MGET, then GET of the
-alias target), and a 10,000-row answer (~5 MB) is held once, not twice.
+alias target), and a 10,000-row answer (megabytes) is held once, not twice.
 
 Redis must never fail a request nor slow it by more than the timeout: every lookup has socket and connect
 timeouts of `redis_timeout_seconds`, redis-py's own retries are off (they would multiply the timeout),
@@ -11,8 +11,8 @@ any Redis error is a miss (counted), and after `redis_breaker_failures` consecut
 opens: Redis is skipped altogether for `redis_breaker_reset_seconds`, then one probe call is let through
 (half-open); its success closes the breaker, its failure opens it again.
 
-Lookups are synchronous, on the event loop: a GET on loopback takes ~50 us (p50) here, while handing it to
-a thread (anyio.to_thread) made it ~210 us p50 and ~1 ms p90 -- more than it would ever save. The worst
+Lookups are synchronous, on the event loop: a GET on loopback is quick, and handing it to a thread
+(anyio.to_thread) made it several times slower -- more than it would ever save. The worst
 case, a hung Redis, blocks a worker for one timeout per lookup, at most `redis_breaker_failures` times
 per reset period. Stores go to a background writer thread (see RedisCache).
 """
@@ -113,9 +113,9 @@ class RedisCache:
     """`ResponseCache` over redis-py. Never raises; a lookup waits at most the timeout per Redis call.
 
     Stores go through a background writer thread: /predict hands the answer over and returns at once,
-    so a slow or dead Redis cannot slow a request through a store at all (and a 5 MB store, ~10-25 ms
-    on loopback, is not on the request path). Pending stores are bounded by bytes; beyond that they
-    are dropped and counted. An exact repeat sent within those few ms may therefore still miss.
+    so a slow or dead Redis cannot slow a request through a store at all (and a big store is not on the
+    request path either). Pending stores are bounded by bytes; beyond that they are dropped and counted.
+    An exact repeat sent while its answer is still being stored may therefore still miss.
     """
 
     name = "redis"

@@ -4,10 +4,11 @@
 
 `create_app()` reads its settings from PROPENSITY_* like production. Added routes:
 
-- POST /bench/hello  the hello-world reference. It reads the request body with the same `read_chunks` and
-  `joined` as /predict and returns a tiny constant JSON, through the same middleware, so a hello request costs
-  exactly the HTTP and framework layers of a /predict request (same body bytes in, one small JSON out);
-  the ratio /predict : hello isolates what /predict adds (decode, score, records, encode, metrics).
+- POST /bench/hello  the hello-world reference. It reads the request with the same `request_head` and
+  `read_body` as /predict, joins the body and returns a tiny constant JSON, through the same middleware, so
+  a hello request costs exactly the HTTP and framework layers of a /predict request (same body bytes in,
+  one small JSON out); the ratio /predict : hello isolates what /predict adds (the scoring pipeline:
+  decode, score, records, encode, metrics).
 - POST /bench/naive  the naive baseline (tools/bench/naive.py).
 - GET  /bench/worker the answering worker's pid and whether its model is loaded, so the benchmark can
   wait until EVERY worker is ready, not just the first one to answer.
@@ -22,7 +23,8 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from service.api.app import gunicorn_app
-from service.api.routes import joined, read_chunks
+from service.api.body import read_body, request_head
+from service.api.state import app_state
 from tools.bench.naive import router as naive_router
 
 JSON = "application/json"
@@ -33,14 +35,15 @@ router = APIRouter()
 
 @router.post("/bench/hello")
 async def hello(request: Request) -> Response:
-    chunks, _ = await read_chunks(request, request.app.state.settings.max_body_bytes)
-    joined(chunks)
+    request_head(request.scope)
+    body = await read_body(request, app_state(request).settings.max_body_bytes)
+    body.joined()
     return Response(HELLO, media_type=JSON)
 
 
 @router.get("/bench/worker")
 async def worker(request: Request) -> Response:
-    ready = request.app.state.holder.current is not None
+    ready = app_state(request).holder.current is not None
     return Response(orjson.dumps({"pid": os.getpid(), "ready": ready}), media_type=JSON)
 
 

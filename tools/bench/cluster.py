@@ -1,15 +1,16 @@
-"""Cluster rows for `make bench` (section "cluster"), registered when tools.bench.cluster_bench exists.
+"""Cluster rows for `make bench` (section "cluster"): a 10,000-row batch answered from the cache vs computed,
+and single-row req/s through nginx vs straight to one replica.
 
 The measurements are tools.bench.cluster_bench's (a 2-replica cluster behind nginx on free loopback
 ports, always torn down); this module only drives its throughput runs with wrk and turns its numbers into
-table rows: a 10,000-row batch answered from the cache vs computed, and single-row req/s through nginx vs
-straight to one replica.
+table rows.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from tools.bench.cluster_bench import run_cluster_bench
 from tools.bench.core import Context, Result, Target, section
 from tools.bench.wrk import run_wrk
 
@@ -63,21 +64,15 @@ def _throughput_rows(bench: dict[str, Any]) -> list[Result]:
     return [direct, nginx]
 
 
-try:
-    from tools.bench.cluster_bench import run_cluster_bench
-except ImportError:  # pragma: no cover - the cluster module is not there yet
-    pass
-else:
-
-    @section(
-        "cluster",
-        "10,000-row cache hit vs miss; 1-row req/s via nginx vs one replica (a 2-replica cluster)",
-        quick=False,  # starting a cluster alone takes most of --quick's minute
+@section(
+    "cluster",
+    "10,000-row cache hit vs miss; 1-row req/s via nginx vs one replica (a 2-replica cluster)",
+    quick=False,  # starting a cluster alone takes most of --quick's minute
+)
+def cluster(ctx: Context) -> list[Result]:
+    data = run_cluster_bench(ctx.workdir / "cluster", quick=ctx.options.quick, load=wrk_load)
+    return (
+        _cache_rows(data["cache_10k"], "identity")
+        + _cache_rows(data["cache_10k_gzip"], "gzip")
+        + _throughput_rows(data["single_row_throughput"])
     )
-    def cluster(ctx: Context) -> list[Result]:
-        data = run_cluster_bench(ctx.workdir / "cluster", quick=ctx.options.quick, load=wrk_load)
-        return (
-            _cache_rows(data["cache_10k"], "identity")
-            + _cache_rows(data["cache_10k_gzip"], "gzip")
-            + _throughput_rows(data["single_row_throughput"])
-        )

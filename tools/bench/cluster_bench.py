@@ -30,7 +30,7 @@ from tools.loadgen import LoadRunner, Target, post
 
 # --- rows ---------------------------------------------------------------------------------------------------
 def make_rows(n: int, seed: int = 26, *, strings: bool = True) -> list[dict[str, Any]]:
-    """n realistic rows (the replica generator); with strings=True every value is sent as a string."""
+    """n realistic rows (the synthetic-data generator); with strings=True every value is sent as a string."""
     from service.model.synthetic import make_synthetic_frame
 
     frame = make_synthetic_frame(n, seed, target=False)
@@ -248,82 +248,3 @@ def run_cluster_bench(workdir: Path, *, quick: bool = False, load: LoadFn = pyth
         "cache_10k_gzip": zipped.as_dict(),
         "single_row_throughput": throughput.as_dict(),
     }
-
-
-# --- where the cache starts to pay --------------------------------------------------------------------------
-@dataclass
-class ThresholdRow:
-    rows: int
-    body_bytes: int
-    compute_ms: float  # decode + score + records + encode: what a hit saves
-    hit_ms: float  # raw key + one MGET that finds the answer
-    miss_overhead_ms: float  # raw key + MGET + normalised key + MGET, on the request path of a miss
-
-    @property
-    def breakeven_hit_rate(self) -> float:
-        """The hit rate above which the cache saves time on average."""
-        saved = self.compute_ms - self.hit_ms
-        return self.miss_overhead_ms / (self.miss_overhead_ms + saved) if saved > 0 else 1.0
-
-
-def cache_threshold(
-    redis_url: str,
-    artifacts_dir: Path,
-    *,
-    sizes: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 50, 100, 200, 1000),
-    repeats: int = 200,
-) -> list[ThresholdRow]:
-    """In-process costs per request size against a real Redis (min of `repeats`: robust to a busy CPU)."""
-    from service.model.registry import Registry
-    from service.serving.cache import normalised_key, raw_key
-    from service.serving.decoding import decode_rows
-    from service.serving.metrics import Metrics
-    from service.serving.redis_cache import RedisCache
-    from service.serving.scorer import CompiledModel
-    from service.settings import Settings
-
-    settings = Settings(redis_url=redis_url, artifacts_dir=artifacts_dir)
-    model = CompiledModel.from_artifact(Registry(artifacts_dir, settings.model_name).load("production"))
-    cache = RedisCache(settings, Metrics())
-    pool = make_rows(max(sizes), 99)
-
-    def best(fn: Callable[[], object], n: int) -> float:
-        times = []
-        for _ in range(n):
-            started = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - started)
-        return min(times) * 1e3
-
-    out = []
-    try:
-        for size in sizes:
-            body = orjson.dumps(pool[0] if size == 1 else pool[:size])
-            n = max(5, repeats if size <= 200 else repeats // 20)
-
-            def compute(body: bytes = body) -> bytes:
-                decoded = decode_rows(body, max_rows=settings.max_rows, max_errors=10)
-                records = model.records(model.score(decoded.rows))
-                return orjson.dumps(records[0] if decoded.single else records)
-
-            decoded = decode_rows(body, max_rows=settings.max_rows, max_errors=10)
-            key, norm = raw_key(model.sha256, body), normalised_key(model.sha256, decoded.payload)
-            cache.set([key, norm], compute())
-            cache.flush()
-            compute_ms = best(compute, n)
-            raw_ms = best(lambda body=body: raw_key(model.sha256, body), n)  # type: ignore[misc]
-            norm_ms = best(lambda d=decoded: normalised_key(model.sha256, d.payload), n)  # type: ignore[misc]
-            get_hit = best(lambda key=key: cache.get([key]), n)  # type: ignore[misc]
-            get_miss = best(lambda key=key: cache.get(["absent:" + key]), n)  # type: ignore[misc]
-            out.append(
-                ThresholdRow(
-                    rows=size,
-                    body_bytes=len(body),
-                    compute_ms=compute_ms,
-                    hit_ms=raw_ms + get_hit,
-                    miss_overhead_ms=raw_ms + get_miss + norm_ms + get_miss,
-                )
-            )
-    finally:
-        cache.close()
-    return out

@@ -1,15 +1,15 @@
 """What every benchmark section shares: options, the measured results, the context, the section registry.
 
 A section is one function `(ctx: Context) -> list[Result]` registered with `@section(name, about)`;
-`python -m tools.bench.run --only NAME` runs just that one. Sections that need a server with other
-settings (e.g. the cache enabled) start their own with `ctx.start_server({...})`.
+`python -m tools.bench.run --only NAME` runs just that one. `ctx.server()` is the shared benchmark server
+(production config, cache off); the cluster section starts a whole cluster of its own.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +54,7 @@ class Result:
     section: str
     name: str
     value: float
-    unit: Literal["req/s", "ms"]
+    unit: Literal["req/s", "ms", "µs"]
     p50_ms: float | None = None
     p99_ms: float | None = None
     cpu_ms_per_req: float | None = None  # server (all workers) CPU per request
@@ -100,13 +100,6 @@ class Context:
             )
             self._server = self._stack.enter_context(server)
         return self._server
-
-    @contextmanager
-    def start_server(self, env: Mapping[str, str], *, name: str) -> Iterator[BenchServer]:
-        """A separate server with `env` on top of server_env(); stopped when the block ends."""
-        log = self.workdir / f"gunicorn-{name}.log"
-        with BenchServer({**self.server_env(), **env}, workers=self.options.workers, log_path=log) as server:
-            yield server
 
     def close(self) -> None:
         self._stack.close()

@@ -23,7 +23,7 @@ def _json_value(value: Any) -> Any:
 
 
 def batch_rows(rows: int, seed: int = BATCH_SEED) -> list[dict[str, Any]]:
-    """Replica rows as a client would send them: numbers as JSON numbers (missing as null), x12 money and
+    """Synthetic rows as a client would send them: numbers as JSON numbers (missing as null), x12 money and
     x63 percent strings, categories as strings (missing ones spelled "nan", as a CSV read gives them)."""
     frame = make_synthetic_frame(rows, seed, target=False)
     return [{k: _json_value(v) for k, v in record.items()} for record in frame.to_dict(orient="records")]

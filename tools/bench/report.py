@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tools.bench.core import Options, Result
-from tools.bench.server import REPO
+from tools.paths import REPO
 
 COLUMNS = ("Workload", "Result", "p50 ms", "p99 ms", "Server CPU ms/req", "Ratio", "Target", "")
 
@@ -77,7 +77,9 @@ def _ratio(result: Result) -> str:
 
 
 def cells(result: Result) -> list[str]:
-    value = _number(result.value, result.unit) if result.unit == "req/s" else f"{_number(result.value)} ms"
+    value = (
+        _number(result.value, "req/s") if result.unit == "req/s" else f"{_number(result.value)} {result.unit}"
+    )
     return [
         result.name,
         value,
@@ -95,10 +97,10 @@ def setup_line(facts: dict[str, Any], options: Options) -> str:
     mode = " (--quick)" if options.quick else ""
     return (
         f"{facts['date']}, {facts['nproc']} CPUs ({facts['cpu_model']}), load average at start {load}, "
-        f"revision {facts['revision']}; single/batch: one gunicorn, production config, {options.workers} "
-        f"uvicorn workers, cache off; {facts['load_generator']} -t1 -c{options.concurrency}, "
-        f"{options.rounds} interleaved rounds of {options.seconds:g} s per endpoint, "
-        f"{options.batch_reps} sequential batch POSTs{mode}"
+        f"revision {facts['revision']}; single, batch, mixed: one gunicorn, production config, "
+        f"{options.workers} uvicorn workers, cache off; {facts['load_generator']} -t1 "
+        f"-c{options.concurrency}, {options.rounds} interleaved rounds of {options.seconds:g} s per "
+        f"endpoint, {options.batch_reps} sequential batch POSTs{mode}"
     )
 
 

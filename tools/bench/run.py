@@ -10,7 +10,6 @@ every worker to load its model, warms every endpoint up, then runs the selected 
 from __future__ import annotations
 
 import argparse
-import importlib
 import shlex
 import shutil
 import sys
@@ -20,23 +19,17 @@ from pathlib import Path
 
 from service.model.notebook_import import import_notebook
 from service.model.registry import Registry
-from tools.bench import sections as _builtin_sections  # noqa: F401  (registers "single" and "batch")
-from tools.bench.core import SECTIONS, Context, Options, Result
+from tools.bench import cluster, mixed, overhead, sections  # noqa: F401  (importing one registers it)
+from tools.bench.core import SECTIONS, Context, Options, Result, Section
 from tools.bench.report import machine_facts, print_table, write
-from tools.bench.server import REPO
 from tools.bench.wrk import require_wrk
+from tools.paths import REPO
 
-# Modules that register more sections when they exist (e.g. cache hit vs miss, nginx vs one replica).
-PLUGINS = ("tools.bench.cluster",)
+ORDER = ("single", "batch", "mixed", "overhead", "cluster")  # the table's order
 
 
-def load_plugins() -> None:
-    for name in PLUGINS:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+def ordered() -> list[Section]:
+    return sorted(SECTIONS.values(), key=lambda s: ORDER.index(s.name) if s.name in ORDER else len(ORDER))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -69,7 +62,7 @@ def selected(args: argparse.Namespace) -> list[str]:
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         raise SystemExit(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    return names or [n for n, s in SECTIONS.items() if s.default and (s.quick or not args.quick)]
+    return names or [s.name for s in ordered() if s.default and (s.quick or not args.quick)]
 
 
 def run_sections(ctx: Context, names: list[str]) -> tuple[list[Result], list[str]]:
@@ -88,10 +81,9 @@ def run_sections(ctx: Context, names: list[str]) -> tuple[list[Result], list[str
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    load_plugins()
     args = parse_args(argv)
     if args.list:
-        for s in SECTIONS.values():
+        for s in ordered():
             when = "" if s.default and s.quick else "(--only) " if not s.default else "(not in --quick) "
             print(f"{s.name:<12} {when}{s.about}")
         return 0

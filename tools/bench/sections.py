@@ -203,7 +203,7 @@ def json_floor(body: bytes, response: Any) -> float:
     return time.perf_counter() - started
 
 
-def _warm_batch(server: BenchServer, path: str, body: bytes) -> bytes:
+def warm_batch(server: BenchServer, path: str, body: bytes) -> bytes:
     """POST the batch from 2 x workers fresh connections at once, so every worker is likely to see it."""
     n = 2 * server.workers
     with ThreadPoolExecutor(n) as pool:
@@ -230,8 +230,8 @@ def _post_ok(conn: http.client.HTTPConnection, path: str, body: bytes) -> float:
 
 def _measure_batch(server: BenchServer, body: bytes, reps: int) -> BatchRun:
     """`reps` rounds on one keep-alive connection: POST /predict, POST hello, one in-process JSON floor."""
-    answer = _warm_batch(server, PREDICT, body)
-    _warm_batch(server, HELLO, body)
+    answer = warm_batch(server, PREDICT, body)
+    warm_batch(server, HELLO, body)
     response = orjson.loads(answer)
     before = _scrape(server)
     conn = http.client.HTTPConnection(HOST, server.port, timeout=120)

@@ -15,9 +15,10 @@ from types import TracebackType
 
 import orjson
 
+from tools.paths import REPO
+
 HOST = "127.0.0.1"
 APP = "tools.bench.bench_app:app"
-REPO = Path(__file__).resolve().parents[2]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

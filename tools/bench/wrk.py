@@ -37,6 +37,7 @@ function request()
   i = i %% #requests_ + 1
   return requests_[i]
 end
+%(delay)s
 
 function done(summary, latency, requests)
   local e = summary.errors
@@ -85,10 +86,13 @@ def run_wrk(
     seconds: float,
     abort_if: Callable[[], bool] | None = None,
     check_after: float = 0.5,
+    think_ms: int = 0,
 ) -> WrkResult | None:
     """POST the bodies round-robin at `concurrency` open connections for `seconds`; wrk's own summary.
 
     `abort_if` is asked once, `check_after` seconds in: if it says so, wrk is stopped and None returned.
+    `think_ms` > 0 makes each connection wait that long after a response before its next request (a paced,
+    light load: latency is measured, not the server's capacity).
     """
     wrk = require_wrk()
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
@@ -98,7 +102,8 @@ def run_wrk(
             path.write_bytes(body)
             paths.append(json.dumps(str(path)))
         script = Path(tmp) / "post.lua"
-        script.write_text(_LUA % {"paths": ", ".join(paths), "mark": WRK_MARK})
+        delay = f"function delay()\n  return {think_ms}\nend\n" if think_ms > 0 else ""
+        script.write_text(_LUA % {"paths": ", ".join(paths), "mark": WRK_MARK, "delay": delay})
         cmd = [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
         before = _children_cpu()
         proc = subprocess.Popen(

@@ -1,68 +1,71 @@
-"""Grafana dashboards as code: the definition here, the JSON in deploy/grafana/dashboards/ (committed).
+"""Grafana dashboards as code, built with Grafana's own SDK: the definition here, the JSON in
+deploy/grafana/dashboards/ (committed).
 
     .venv/bin/python -m tools.grafana.dashboards            # rewrite dashboards/*.json
     .venv/bin/python -m tools.grafana.dashboards --check    # exit 1 if the committed JSON is stale
     .venv/bin/python -m tools.grafana.dashboards --preview deploy/grafana/propensity-preview.png
 
-No dependency beyond the standard library (matplotlib only for --preview). Panels are laid out left to
-right in rows of 24 grid units. Every query reads the api as job="propensity" and the autoscaler as
-job="propensity-autoscaler" (the names both the Swarm stack and the local cluster scrape them under), from
-the datasource provisioned with uid "prometheus" (provisioning/datasources/prometheus.yml).
-tests/unit/tools/test_grafana_dashboards.py checks the JSON is current, well-formed and that every query
-parses;
-the integration test runs every query against a real Prometheus scraping a real server.
+grafana-foundation-sdk is pinned to the build for the Grafana the Swarm stack runs (grafana/grafana:11.6.0):
+its models are that release's dashboard schema, so an option name or value the release does not know is a
+type error here instead of a key Grafana silently ignores. The SDK places panels on the 24-column grid
+(with_row / with_panel) but gives them no ids, refIds or per-query datasource: `_framed` and `dashboard`
+do. Every query reads the api as job="propensity" and the autoscaler as job="propensity-autoscaler" (the
+names both the Swarm stack and the local cluster scrape them under), from the datasource provisioned with
+uid "prometheus" (provisioning/datasources/prometheus.yml). tests/unit/tools/test_grafana_dashboards.py
+checks the JSON is current and well-formed and that every query parses; tests/integration runs every query
+against a real Prometheus scraping a real server.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-OUT = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
-DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import heatmap, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+from tools.paths import REPO
+
+OUT = REPO / "deploy" / "grafana" / "dashboards"
+DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="prometheus")
 API = 'job="propensity"'
 PREDICT = 'job="propensity",route="/predict"'
 SCALER = 'job="propensity-autoscaler"'
 RI = "$__rate_interval"
 
-
-@dataclass
-class Q:
-    expr: str
-    legend: str = ""
-    instant: bool = False
-    fmt: str = "time_series"  # or "table", "heatmap"
+Panel = timeseries.Panel | stat.Panel | heatmap.Panel | table.Panel
+AnyPanel = TypeVar("AnyPanel", timeseries.Panel, stat.Panel, heatmap.Panel, table.Panel)
+Steps = tuple[tuple[float, str], ...]
 
 
-@dataclass
-class P:
-    title: str
-    queries: list[Q]
-    kind: str = "timeseries"
-    unit: str = "short"
-    w: int = 12
-    h: int = 8
-    description: str = ""
-    stack: bool = False
-    min: float | None = None
-    max: float | None = None
-    thresholds: list[tuple[float, str]] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
+# --- queries ------------------------------------------------------------------------------------------------
+def q(
+    expr: str, legend: str = "__auto", *, instant: bool = False, fmt: str = "time_series"
+) -> prometheus.Dataquery:
+    query = prometheus.Dataquery().expr(expr).legend_format(legend).format(PromQueryFormat(fmt))
+    return (query.instant() if instant else query.range()).datasource(DATASOURCE)
 
 
-def quantiles(metric: str, selector: str, by: str = "", qs: tuple[float, ...] = (0.5, 0.9, 0.99)) -> list[Q]:
+def quantiles(
+    metric: str, selector: str, by: str = "", qs: tuple[float, ...] = (0.5, 0.9, 0.99)
+) -> list[prometheus.Dataquery]:
     group = f"le, {by}" if by else "le"
     prefix = f"{{{{{by}}}}} " if by else ""
     return [
-        Q(
-            f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{{{selector}}}[{RI}])))",
-            f"{prefix}p{round(q * 100)}",
+        q(
+            f"histogram_quantile({x}, sum by ({group}) (rate({metric}_bucket{{{selector}}}[{RI}])))",
+            f"{prefix}p{round(x * 100)}",
         )
-        for q in qs
+        for x in qs
     ]
 
 
@@ -72,131 +75,192 @@ def share(metric: str, selector: str, part: str) -> str:
     return f"(sum(rate({metric}{{{selector},{part}}}[{RI}])) or vector(0)) / {whole}"
 
 
-ROWS: list[tuple[str, list[P]]] = [
+# --- panels -------------------------------------------------------------------------------------------------
+def thresholds(steps: Steps) -> db.ThresholdsConfig:
+    """Colour steps from (value, colour) pairs; the first step is the base (no lower bound)."""
+    levels = [dm.Threshold(None if i == 0 else value, colour) for i, (value, colour) in enumerate(steps)]
+    return db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(levels)
+
+
+def _framed(
+    panel: AnyPanel, title: str, queries: list[prometheus.Dataquery], *, w: int, h: int, about: str
+) -> AnyPanel:
+    """Title, size, datasource and queries (refIds A, B, ...) of any panel type."""
+    panel = panel.title(title).datasource(DATASOURCE).span(w).height(h)
+    for i, query in enumerate(queries):
+        panel = panel.with_target(query.ref_id(chr(ord("A") + i)))
+    return panel.description(about) if about else panel
+
+
+def ts(
+    title: str,
+    *queries: prometheus.Dataquery,
+    unit: str = "short",
+    w: int = 12,
+    stack: bool = False,
+    bars: bool = False,
+    steps: Steps = (),
+    lo: float | None = None,
+    hi: float | None = None,
+    about: str = "",
+) -> timeseries.Panel:
+    """A time series: lines (or bars), stacked or not, thresholds drawn as lines, legend below."""
+    # Grafana's own defaults, spelled out: the SDK's models default to a hidden legend and an ascending sort
+    legend = cb.VizLegendOptions().show_legend(True)
+    panel = (
+        _framed(timeseries.Panel(), title, list(queries), w=w, h=8, about=about)
+        .unit(unit)
+        .draw_style(cm.GraphDrawStyle.BARS if bars else cm.GraphDrawStyle.LINE)
+        .fill_opacity(30 if stack else 10)
+        .stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL if stack else cm.StackingMode.NONE))
+        .show_points(cm.VisibilityMode.NEVER)
+        .legend(legend.display_mode(cm.LegendDisplayMode.LIST).placement(cm.LegendPlacement.BOTTOM))
+        .tooltip(cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.NONE))
+    )
+    if steps:
+        line = cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.LINE)
+        panel = panel.thresholds(thresholds(steps)).thresholds_style(line)
+    if lo is not None:
+        panel = panel.min(lo)
+    return panel.max(hi) if hi is not None else panel
+
+
+def big(
+    title: str,
+    query: prometheus.Dataquery,
+    *,
+    unit: str = "short",
+    steps: Steps = (),
+    about: str = "",
+    name_only: bool = False,
+) -> stat.Panel:
+    """A 4x4 stat of the last value; `name_only` shows the series name (e.g. a version) and no colour."""
+    panel = (
+        _framed(stat.Panel(), title, [query], w=4, h=4, about=about)
+        .unit(unit)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
+        .text_mode(cm.BigValueTextMode.NAME if name_only else cm.BigValueTextMode.AUTO)
+        .color_mode(cm.BigValueColorMode.NONE if name_only else cm.BigValueColorMode.VALUE)
+        .graph_mode(cm.BigValueGraphMode.NONE if name_only else cm.BigValueGraphMode.AREA)
+    )
+    return panel.thresholds(thresholds(steps)) if steps else panel
+
+
+def scores_heatmap(title: str, query: prometheus.Dataquery, *, about: str) -> heatmap.Panel:
+    """Pre-bucketed histogram counts (format heatmap), not re-bucketed by Grafana."""
+    return (
+        _framed(heatmap.Panel(), title, [query], w=12, h=8, about=about)
+        .calculate(False)
+        .y_axis(heatmap.YAxisConfig().unit("short"))
+        .color(heatmap.HeatmapColorOptions().scheme("Oranges"))
+    )
+
+
+def labels_table(title: str, query: prometheus.Dataquery) -> table.Panel:
+    """An instant query's series as rows of their labels (time, value and metric name hidden)."""
+    hidden = {"excludeByName": {"Time": True, "Value": True, "__name__": True}}
+    return (
+        _framed(table.Panel(), title, [query], w=12, h=8, about="")
+        .show_header(True)
+        .with_transformation(dm.DataTransformerConfig("organize", options=hidden))
+    )
+
+
+ROWS: list[tuple[str, list[Panel]]] = [
     (
         "Overview",
         [
-            P(
-                "Requests/s",
-                [Q(f"sum(rate(propensity_http_requests_total{{{PREDICT}}}[{RI}]))")],
-                "stat",
-                "reqps",
-                w=4,
-                h=4,
+            big(
+                "Requests/s", q(f"sum(rate(propensity_http_requests_total{{{PREDICT}}}[{RI}]))"), unit="reqps"
             ),
-            P(
+            big(
                 "5xx ratio",
-                [Q(share("propensity_http_requests_total", PREDICT, 'status=~"5.."'))],
-                "stat",
-                "percentunit",
-                w=4,
-                h=4,
-                thresholds=[(0, "green"), (0.001, "orange"), (0.01, "red")],
+                q(share("propensity_http_requests_total", PREDICT, 'status=~"5.."')),
+                unit="percentunit",
+                steps=((0, "green"), (0.001, "orange"), (0.01, "red")),
             ),
-            P(
+            big(
                 "p99 latency",
-                quantiles("propensity_http_request_duration_seconds", PREDICT, qs=(0.99,)),
-                "stat",
-                "s",
-                w=4,
-                h=4,
-                thresholds=[(0, "green"), (0.25, "orange"), (0.5, "red")],
+                quantiles("propensity_http_request_duration_seconds", PREDICT, qs=(0.99,))[0],
+                unit="s",
+                steps=((0, "green"), (0.25, "orange"), (0.5, "red")),
             ),
-            P(
-                "Replicas up",
-                [Q(f"count(up{{{API}}} == 1)")],
-                "stat",
-                w=4,
-                h=4,
-                thresholds=[(0, "red"), (2, "green")],
-            ),
-            P(
+            big("Replicas up", q(f"count(up{{{API}}} == 1)"), steps=((0, "red"), (2, "green"))),
+            big(
                 "Model version",
-                [Q(f"count by (version) (propensity_model_info{{{API}}} == 1)", "{{version}}", instant=True)],
-                "stat",
-                w=4,
-                h=4,
-                description="The version(s) the replicas serve; more than one means a rollout in progress.",
-                options={"textMode": "name", "colorMode": "none", "graphMode": "none"},
+                q(f"count by (version) (propensity_model_info{{{API}}} == 1)", "{{version}}", instant=True),
+                about="The version(s) the replicas serve; more than one means a rollout in progress.",
+                name_only=True,
             ),
-            P(
+            big(
                 "Replicas ready",
-                [Q(f"sum(propensity_model_ready{{{API}}})")],
-                "stat",
-                w=4,
-                h=4,
-                description="Replicas whose every worker serves a model that passed its self-check.",
-                thresholds=[(0, "red"), (1, "green")],
+                q(f"sum(propensity_model_ready{{{API}}})"),
+                about="Replicas whose every worker serves a model that passed its self-check.",
+                steps=((0, "red"), (1, "green")),
             ),
         ],
     ),
     (
         "Traffic",
         [
-            P(
+            ts(
                 "Requests/s by status",
-                [
-                    Q(
-                        f"sum by (status) (rate(propensity_http_requests_total{{{PREDICT}}}[{RI}]))",
-                        "{{status}}",
-                    )
-                ],
+                q(
+                    f"sum by (status) (rate(propensity_http_requests_total{{{PREDICT}}}[{RI}]))",
+                    "{{status}}",
+                ),
                 unit="reqps",
                 stack=True,
             ),
-            P(
+            ts(
                 "Rows scored/s",
-                [
-                    Q(f"sum(rate(propensity_rows_scored_total{{{API}}}[{RI}]))", "rows/s"),
-                    Q(
-                        f"sum by (instance) (rate(propensity_rows_scored_total{{{API}}}[{RI}]))",
-                        "{{instance}}",
-                    ),
-                ],
+                q(f"sum(rate(propensity_rows_scored_total{{{API}}}[{RI}]))", "rows/s"),
+                q(
+                    f"sum by (instance) (rate(propensity_rows_scored_total{{{API}}}[{RI}]))",
+                    "{{instance}}",
+                ),
                 unit="rowsps",
             ),
-            P(
+            ts(
                 "Rows per request",
-                quantiles("propensity_rows_per_request", API, qs=(0.5, 0.99)),
-                description="Median and p99 batch size of /predict calls.",
+                *quantiles("propensity_rows_per_request", API, qs=(0.5, 0.99)),
+                about="Median and p99 batch size of /predict calls.",
             ),
-            P(
+            ts(
                 "Requests in flight",
-                [
-                    Q(f"sum(propensity_in_flight_requests{{{API}}})", "in flight (sampled)"),
-                    Q(
-                        f"sum(rate(propensity_http_request_duration_seconds_sum{{{PREDICT}}}[{RI}]))",
-                        "busy seconds/s (time-averaged)",
-                    ),
-                ],
-                description="Busy seconds/s (the autoscaler's default signal) is the mean concurrency.",
+                q(f"sum(propensity_in_flight_requests{{{API}}})", "in flight (sampled)"),
+                q(
+                    f"sum(rate(propensity_http_request_duration_seconds_sum{{{PREDICT}}}[{RI}]))",
+                    "busy seconds/s (time-averaged)",
+                ),
+                about="Busy seconds/s (the autoscaler's default signal) is the mean concurrency.",
             ),
         ],
     ),
     (
         "Latency",
         [
-            P("/predict latency", quantiles("propensity_http_request_duration_seconds", PREDICT), unit="s"),
-            P(
+            ts("/predict latency", *quantiles("propensity_http_request_duration_seconds", PREDICT), unit="s"),
+            ts(
                 "Latency per stage (p50, p99)",
-                quantiles("propensity_stage_duration_seconds", API, by="stage", qs=(0.5, 0.99)),
+                *quantiles("propensity_stage_duration_seconds", API, by="stage", qs=(0.5, 0.99)),
                 unit="s",
-                description="decode (read + parse JSON + cache lookup), score (parse, impute, GLM), encode.",
+                about="decode (read + parse JSON + cache lookup), score (parse, impute, GLM), encode.",
             ),
         ],
     ),
     (
         "Errors",
         [
-            P(
+            ts(
                 "Rejected requests by kind",
-                [Q(f"sum by (kind) (rate(propensity_input_errors_total{{{API}}}[{RI}]))", "{{kind}}")],
+                q(f"sum by (kind) (rate(propensity_input_errors_total{{{API}}}[{RI}]))", "{{kind}}"),
                 unit="reqps",
                 stack=True,
             ),
-            P(
+            ts(
                 "Rows with unknown keys",
-                [Q(f"sum(rate(propensity_unknown_keys_total{{{API}}}[{RI}]))", "rows/s")],
+                q(f"sum(rate(propensity_unknown_keys_total{{{API}}}[{RI}]))", "rows/s"),
                 unit="rowsps",
             ),
         ],
@@ -204,168 +268,145 @@ ROWS: list[tuple[str, list[P]]] = [
     (
         "Cache",
         [
-            P(
+            ts(
                 "Cache hit ratio",
-                [Q(share("propensity_cache_requests_total", API, 'result="hit"'), "hit ratio")],
+                q(share("propensity_cache_requests_total", API, 'result="hit"'), "hit ratio"),
                 unit="percentunit",
                 w=8,
-                min=0,
-                max=1,
+                lo=0,
+                hi=1,
             ),
-            P(
+            ts(
                 "Cache lookups by result",
-                [Q(f"sum by (result) (rate(propensity_cache_requests_total{{{API}}}[{RI}]))", "{{result}}")],
+                q(f"sum by (result) (rate(propensity_cache_requests_total{{{API}}}[{RI}]))", "{{result}}"),
                 unit="reqps",
                 w=8,
                 stack=True,
             ),
-            P(
+            ts(
                 "Redis circuit breaker open (workers)",
-                [Q(f"sum by (instance) (propensity_cache_breaker_open{{{API}}})", "{{instance}}")],
+                q(f"sum by (instance) (propensity_cache_breaker_open{{{API}}})", "{{instance}}"),
                 w=8,
-                min=0,
+                lo=0,
             ),
         ],
     ),
     (
         "Replicas and autoscaler",
         [
-            P(
+            ts(
                 "Replicas: desired vs running",
-                [
-                    Q(f"max(propensity_autoscaler_desired_replicas{{{SCALER}}})", "desired"),
-                    Q(f"max(propensity_autoscaler_current_replicas{{{SCALER}}})", "service replicas"),
-                    Q(f"max(propensity_autoscaler_running_replicas{{{SCALER}}})", "running tasks"),
-                    Q(f"count(up{{{API}}} == 1)", "scraped"),
-                    Q(f"max(propensity_autoscaler_min_replicas{{{SCALER}}})", "min"),
-                    Q(f"max(propensity_autoscaler_max_replicas{{{SCALER}}})", "max"),
-                ],
-                min=0,
+                q(f"max(propensity_autoscaler_desired_replicas{{{SCALER}}})", "desired"),
+                q(f"max(propensity_autoscaler_current_replicas{{{SCALER}}})", "service replicas"),
+                q(f"max(propensity_autoscaler_running_replicas{{{SCALER}}})", "running tasks"),
+                q(f"count(up{{{API}}} == 1)", "scraped"),
+                q(f"max(propensity_autoscaler_min_replicas{{{SCALER}}})", "min"),
+                q(f"max(propensity_autoscaler_max_replicas{{{SCALER}}})", "max"),
+                lo=0,
             ),
-            P(
+            ts(
                 "Load per replica vs target",
-                [
-                    Q(f"max(propensity_autoscaler_signal_value{{{SCALER}}})", "load per replica"),
-                    Q(f"max(propensity_autoscaler_signal_target{{{SCALER}}})", "target"),
-                ],
-                min=0,
+                q(f"max(propensity_autoscaler_signal_value{{{SCALER}}})", "load per replica"),
+                q(f"max(propensity_autoscaler_signal_target{{{SCALER}}})", "target"),
+                lo=0,
             ),
-            P(
+            ts(
                 "Autoscaler decisions by reason",
-                [
-                    Q(
-                        "sum by (reason) "
-                        f"(increase(propensity_autoscaler_decisions_total{{{SCALER}}}[{RI}])) > 0",
-                        "{{reason}}",
-                    )
-                ],
+                q(
+                    "sum by (reason) "
+                    f"(increase(propensity_autoscaler_decisions_total{{{SCALER}}}[{RI}])) > 0",
+                    "{{reason}}",
+                ),
                 stack=True,
-                options={"drawStyle": "bars"},
+                bars=True,
             ),
-            P(
+            ts(
                 "Autoscaler signal errors by reason",
-                [
-                    Q(
-                        "sum by (reason) "
-                        f"(increase(propensity_autoscaler_signal_errors_total{{{SCALER}}}[{RI}])) > 0",
-                        "{{reason}}",
-                    )
-                ],
+                q(
+                    "sum by (reason) "
+                    f"(increase(propensity_autoscaler_signal_errors_total{{{SCALER}}}[{RI}])) > 0",
+                    "{{reason}}",
+                ),
                 stack=True,
-                options={"drawStyle": "bars"},
+                bars=True,
             ),
         ],
     ),
     (
         "Model and scores",
         [
-            P(
+            scores_heatmap(
                 "phat distribution",
-                [
-                    Q(
-                        f"sum by (le) (increase(propensity_phat_bucket{{{API}}}[{RI}]))",
-                        "{{le}}",
-                        fmt="heatmap",
-                    )
-                ],
-                "heatmap",
-                description="Scored probabilities per 0.05 bucket over time.",
+                q(f"sum by (le) (increase(propensity_phat_bucket{{{API}}}[{RI}]))", "{{le}}", fmt="heatmap"),
+                about="Scored probabilities per 0.05 bucket over time.",
             ),
-            P(
+            ts(
                 "Business outcome rate",
-                [
-                    Q(
-                        share("propensity_business_outcomes_total", API, 'outcome="1"'),
-                        "share of rows with business_outcome = 1",
-                    ),
-                    Q(
-                        f"sum(rate(propensity_phat_sum{{{API}}}[{RI}])) "
-                        f"/ sum(rate(propensity_phat_count{{{API}}}[{RI}]))",
-                        "mean phat",
-                    ),
-                ],
+                q(
+                    share("propensity_business_outcomes_total", API, 'outcome="1"'),
+                    "share of rows with business_outcome = 1",
+                ),
+                q(
+                    f"sum(rate(propensity_phat_sum{{{API}}}[{RI}])) "
+                    f"/ sum(rate(propensity_phat_count{{{API}}}[{RI}]))",
+                    "mean phat",
+                ),
                 unit="percentunit",
-                min=0,
-                max=1,
+                lo=0,
+                hi=1,
             ),
-            P(
+            labels_table(
                 "Model version per replica",
-                [Q(f"propensity_model_info{{{API}}} == 1", instant=True, fmt="table")],
-                "table",
-                options={"showHeader": True},
+                q(f"propensity_model_info{{{API}}} == 1", instant=True, fmt="table"),
             ),
-            P(
+            ts(
                 "Model swaps by result",
-                [
-                    Q(
-                        f"sum by (result) (increase(propensity_model_swaps_total{{{API}}}[{RI}])) > 0",
-                        "{{result}}",
-                    )
-                ],
-                options={"drawStyle": "bars"},
+                q(
+                    f"sum by (result) (increase(propensity_model_swaps_total{{{API}}}[{RI}])) > 0",
+                    "{{result}}",
+                ),
+                bars=True,
             ),
         ],
     ),
     (
         "Input drift",
         [
-            P(
+            ts(
                 "Unseen categories by column",
-                [
-                    Q(
-                        f"sum by (column) (rate(propensity_unseen_categories_total{{{API}}}[{RI}]))",
-                        "{{column}}",
-                    )
-                ],
+                q(
+                    f"sum by (column) (rate(propensity_unseen_categories_total{{{API}}}[{RI}]))",
+                    "{{column}}",
+                ),
                 unit="cps",
                 stack=True,
             ),
-            P(
+            ts(
                 "Drift status by feature",
-                [Q("max by (feature) (propensity_drift_status)", "{{feature}}")],
-                thresholds=[(0, "green"), (1, "orange"), (2, "red")],
-                description="0 ok, 1 warn, 2 alert (PROPENSITY_DRIFT_* thresholds on PSI or JS).",
-                min=0,
-                max=2,
+                q("max by (feature) (propensity_drift_status)", "{{feature}}"),
+                steps=((0, "green"), (1, "orange"), (2, "red")),
+                about="0 ok, 1 warn, 2 alert (PROPENSITY_DRIFT_* thresholds on PSI or JS).",
+                lo=0,
+                hi=2,
             ),
-            P(
+            ts(
                 "PSI by feature",
-                [Q("max by (feature) (propensity_drift_psi)", "{{feature}}")],
-                thresholds=[(0, "green"), (0.1, "orange"), (0.2, "red")],
-                description="Population stability index vs training: 0.1 moderate, 0.2 significant.",
+                q("max by (feature) (propensity_drift_psi)", "{{feature}}"),
+                steps=((0, "green"), (0.1, "orange"), (0.2, "red")),
+                about="Population stability index vs training: 0.1 moderate, 0.2 significant.",
             ),
-            P(
+            ts(
                 "Jensen-Shannon distance by feature",
-                [Q("max by (feature) (propensity_drift_js_distance)", "{{feature}}")],
+                q("max by (feature) (propensity_drift_js_distance)", "{{feature}}"),
             ),
-            P(
+            ts(
                 "Missing rate by feature",
-                [Q("max by (feature) (propensity_drift_missing_rate)", "{{feature}}")],
+                q("max by (feature) (propensity_drift_missing_rate)", "{{feature}}"),
                 unit="percentunit",
             ),
-            P(
+            ts(
                 "Rows with an unseen category level",
-                [Q("max(propensity_drift_unseen_share)", "share of the drift window")],
+                q("max(propensity_drift_unseen_share)", "share of the drift window"),
                 unit="percentunit",
             ),
         ],
@@ -373,118 +414,26 @@ ROWS: list[tuple[str, list[P]]] = [
 ]
 
 
-def _panel(p: P, pid: int, x: int, y: int) -> dict[str, Any]:
-    defaults: dict[str, Any] = {"unit": p.unit}
-    if p.min is not None:
-        defaults["min"] = p.min
-    if p.max is not None:
-        defaults["max"] = p.max
-    if p.thresholds:
-        steps = [{"color": c, "value": None if i == 0 else v} for i, (v, c) in enumerate(p.thresholds)]
-        defaults["thresholds"] = {"mode": "absolute", "steps": steps}
-    options: dict[str, Any] = {}
-    if p.kind == "timeseries":
-        defaults["custom"] = {
-            "drawStyle": p.options.get("drawStyle", "line"),
-            "fillOpacity": 30 if p.stack else 10,
-            "stacking": {"mode": "normal" if p.stack else "none"},
-            "showPoints": "never",
-        }
-        if p.thresholds:
-            defaults["custom"]["thresholdsStyle"] = {"mode": "line"}
-        options = {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}}
-    elif p.kind == "stat":
-        options = {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "value",
-            "graphMode": "area",
-            "textMode": "auto",
-            **p.options,
-        }
-    elif p.kind == "heatmap":
-        options = {"calculate": False, "yAxis": {"unit": "short"}, "color": {"scheme": "Oranges"}}
-    elif p.kind == "table":
-        options = dict(p.options)
-    panel: dict[str, Any] = {
-        "id": pid,
-        "type": p.kind,
-        "title": p.title,
-        "datasource": DATASOURCE,
-        "gridPos": {"h": p.h, "w": p.w, "x": x, "y": y},
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": options,
-        "targets": [
-            {
-                "refId": chr(ord("A") + i),
-                "datasource": DATASOURCE,
-                "expr": q.expr,
-                "legendFormat": q.legend or "__auto",
-                "range": not q.instant,
-                "instant": q.instant,
-                "format": q.fmt,
-            }
-            for i, q in enumerate(p.queries)
-        ],
-    }
-    if p.description:
-        panel["description"] = p.description
-    if p.kind == "table":
-        panel["transformations"] = [
-            {"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}}
-        ]
-    return panel
-
-
 def dashboard() -> dict[str, Any]:
-    panels: list[dict[str, Any]] = []
-    pid, y = 1, 0
-    for title, row in ROWS:
-        panels.append(
-            {
-                "id": pid,
-                "type": "row",
-                "title": title,
-                "collapsed": False,
-                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
-                "panels": [],
-            }
-        )
-        pid, y = pid + 1, y + 1
-        x, line_h = 0, 0
-        for p in row:
-            if x + p.w > 24:
-                x, y, line_h = 0, y + line_h, 0
-            panels.append(_panel(p, pid, x, y))
-            pid, x, line_h = pid + 1, x + p.w, max(line_h, p.h)
-        y += line_h
-    return {
-        "uid": "propensity-service",
-        "title": "Propensity service",
-        "description": "Traffic, latency, errors, cache, replicas and autoscaling, scores and input drift.",
-        "tags": ["propensity"],
-        "timezone": "browser",
-        "editable": True,
-        "graphTooltip": 1,
-        "schemaVersion": 39,
-        "version": 1,
-        "refresh": "10s",
-        "time": {"from": "now-1h", "to": "now"},
-        "templating": {"list": []},
-        "annotations": {
-            "list": [
-                {
-                    "builtIn": 1,
-                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                    "enable": True,
-                    "hide": True,
-                    "iconColor": "rgba(0, 211, 255, 1)",
-                    "name": "Annotations & Alerts",
-                    "type": "dashboard",
-                }
-            ]
-        },
-        "panels": panels,
-    }
+    builder = (
+        db.Dashboard("Propensity service")
+        .uid("propensity-service")
+        .description("Traffic, latency, errors, cache, replicas and autoscaling, scores and input drift.")
+        .tags(["propensity"])
+        .timezone("browser")
+        .editable()
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .version(1)
+        .refresh("10s")
+        .time("now-1h", "now")
+    )
+    ids = itertools.count(1)
+    for title, panels in ROWS:
+        builder = builder.with_row(db.Row(title).id(next(ids)))
+        for panel in panels:
+            builder = builder.with_panel(panel.id(next(ids)))
+    out: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
+    return out
 
 
 DASHBOARDS = {"propensity.json": dashboard}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from starlette.applications import Starlette
 
+from service.api.state import AppState
 from service.model.registry import Registry
 from service.model.schema import example_rows
 from tests.conftest import make_client
@@ -190,7 +191,7 @@ def test_error_list_is_capped_and_values_truncated(client: TestClient) -> None:
 
 
 def test_body_over_the_byte_limit(approved_registry: Registry) -> None:
-    clients: Iterator[TestClient] = make_client(approved_registry, max_body_bytes=4096)
+    clients = make_client(approved_registry, max_body_bytes=4096)
     small = next(clients)
     r = small.post("/predict", content=orjson.dumps([ROW] * 5), headers=JSON)
     assert r.status_code == 413 and r.json()["type"].endswith("/payload-too-large")
@@ -225,13 +226,14 @@ def test_score_valid_policy_scores_good_rows_and_reports_bad(approved_registry: 
 def test_unexpected_errors_are_generic_500_without_echo(approved_registry: Registry) -> None:
     clients = make_client(approved_registry)
     c = next(clients)
-    holder = c.app.state.holder  # type: ignore[attr-defined]
-    model = holder.current
+    assert isinstance(c.app, Starlette)
+    model = AppState.of(c.app).holder.current
+    assert model is not None
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internals")
 
-    model.score = broken
+    model.score_batch = broken  # type: ignore[method-assign]
     r = c.post("/predict", content=orjson.dumps(ROW), headers=JSON)
     assert r.status_code == 500 and "secret" not in r.text
     assert r.json()["type"].endswith("/internal") and "request id" in r.json()["detail"]

@@ -12,6 +12,7 @@ from service.model.artifact import FittedModel
 from service.model.notebook_import import approved_model
 from service.model.schema import example_rows
 from service.model.synthetic import make_synthetic_frame
+from service.serving.batch import JsonBatch
 from service.serving.scorer import SMALL_BATCH, CompiledModel
 
 
@@ -34,7 +35,7 @@ def test_small_path_matches_array_path_bit_for_bit(compiled: CompiledModel) -> N
     i = 0
     while i < len(rows):
         chunk = rows[i : i + rng.randint(1, SMALL_BATCH)]
-        small, arrays = compiled._score_small(chunk), compiled._score_arrays(chunk)
+        small, arrays = compiled._score_small(chunk), compiled._score_arrays(JsonBatch(chunk))
         assert small is not None
         assert small.phat == arrays.phat and small.outcome == arrays.outcome
         assert orjson.dumps(compiled.records(small)) == orjson.dumps(compiled.records(arrays))

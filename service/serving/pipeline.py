@@ -1,0 +1,313 @@
+"""The scoring pipeline: one call's body in, its answer out, whatever transport carried them.
+
+    admit -> (the adapter reads the body) -> infer: cache -> decode -> score -> encode -> observe
+
+An adapter (the /predict route; later the Open Inference Protocol, MLflow's /invocations, a file scorer)
+turns its transport into `admit(...)`, a `Body` and per-call options, and turns the `Answer` -- or the
+PropensityError raised instead -- back into its transport. Everything in between lives here, once.
+The wire format is a `Codec` (service/serving/json_rows.py for /predict); what happens after scoring
+is up to the injected observers (service/serving/observe.py).
+
+`admit` reads the served model once: every step of the call uses that version, so one version answers
+the whole call even if the holder swaps models meanwhile.
+
+Threads. A call runs inline on the event loop unless it is big: a body of `offload_min_bytes` or more is
+decoded, scored and encoded in a worker thread, and so is a batch of `offload_min_rows` rows or more
+from a smaller body; at most `offload_threads` such calls run at a time per process. A small request
+on the same worker is then answered while a 10,000-row batch is being scored, and the single-row path
+pays no thread hop. Work in a thread records its metric updates and scored batches into a buffer of
+its own; the loop takes them over when the thread is done (the worker's buffer and the observers are
+event-loop only, so they need no lock). The caches are thread-safe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+import anyio
+import anyio.to_thread
+
+from service.errors import FieldError, InputError, ModelNotReady
+from service.serving.batch import Batch
+from service.serving.cache import CacheKeys, ResponseCache, body_hasher, chunks_hasher, hashed_raw_key
+from service.serving.compression import gunzip_body, gzip_body, is_gzip
+from service.serving.decoding import check_declared_length
+from service.serving.metric_buffer import MetricBuffer
+from service.serving.metrics import Metrics
+from service.serving.observe import Scoring, ScoringObserver
+from service.serving.scorer import CompiledModel, Scored
+from service.settings import BatchErrorPolicy, Settings, UnseenCategoryPolicy
+
+# Below these a call costs less on the loop than a thread hop would; above, it could hold the loop for
+# long enough to matter to the small requests queued behind it.
+OFFLOAD_MIN_BYTES = 256 * 1024
+OFFLOAD_MIN_ROWS = 256
+# Scoring is CPU work under the GIL: more threads per process only take turns.
+OFFLOAD_THREADS = 1
+
+
+class ModelSource(Protocol):
+    """Where the served model is read (ModelHolder): None until one has loaded."""
+
+    @property
+    def current(self) -> CompiledModel | None: ...
+
+
+class Codec(Protocol):
+    """A wire format: bytes -> Batch, scored batch -> bytes. `key_suffix` keeps its cache entries apart
+    from another format's (the same rows are answered in other bytes)."""
+
+    media_type: str
+    key_suffix: str
+
+    def check_media_type(self, content_type: str | None) -> None: ...
+
+    def decode(self, model: CompiledModel, data: bytes) -> Batch: ...
+
+    def encode(self, model: CompiledModel, batch: Batch, scored: Scored) -> bytes: ...
+
+
+@dataclass(slots=True)
+class Call:
+    """An admitted call: its model, the hasher to feed the body to as it arrives (None: not needed
+    while it streams), and when the call started."""
+
+    model: CompiledModel
+    hasher: Any
+    started: float
+
+
+@dataclass(slots=True)
+class Body:
+    """A body as it arrived: its chunks (a cache hit never joins them), its size, and the hasher that was
+    fed every chunk while it streamed, if any."""
+
+    chunks: list[bytes]
+    size: int
+    hasher: Any = None
+
+    def joined(self) -> bytes:
+        chunks = self.chunks
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+@dataclass(slots=True)
+class Answer:
+    """The answer's bytes, its headers (HTTP names: X-Model-Version, X-Cache, X-Unseen-Categories,
+    X-Rejected-Rows, Vary, Content-Encoding) and media type; the status is 200 (errors are raised)."""
+
+    body: bytes
+    headers: dict[str, str]
+    media_type: str
+    status: int = 200
+
+
+class _Recorder:
+    """Where a call's metric updates and scored batches go: the worker's buffer and its observers."""
+
+    def __init__(self, buffer: MetricBuffer, observers: Sequence[ScoringObserver]) -> None:
+        self.buffer = buffer
+        self.observers = tuple(observers)
+
+    def scored(self, event: Scoring) -> None:
+        for observer in self.observers:
+            observer.on_scored(event)
+
+    def take_over(self, held: _Held) -> None:
+        self.buffer.merge(held.buffer)
+        for event in held.events:
+            self.scored(event)
+
+
+class _Held(_Recorder):
+    """For a call in a worker thread: its own buffer, and its scored batches kept for the loop."""
+
+    def __init__(self) -> None:
+        super().__init__(MetricBuffer(), ())
+        self.events: list[Scoring] = []
+
+    def scored(self, event: Scoring) -> None:
+        self.events.append(event)
+
+
+class _NoCache:
+    name = "none"
+
+    def get(self, keys: list[str]) -> bytes | None:
+        return None
+
+    def set(self, keys: list[str], value: bytes) -> None:
+        return None
+
+
+class ScoringPipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        models: ModelSource,
+        codec: Codec,
+        *,
+        cache: ResponseCache | None = None,
+        observers: Sequence[ScoringObserver] = (),
+        offload_min_bytes: int = OFFLOAD_MIN_BYTES,
+        offload_min_rows: int = OFFLOAD_MIN_ROWS,
+        offload_threads: int = OFFLOAD_THREADS,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.models = models
+        self.codec = codec
+        self.max_body_bytes = settings.max_body_bytes
+        self.offload_min_bytes = offload_min_bytes
+        self.offload_min_rows = offload_min_rows
+        self._limiter = anyio.CapacityLimiter(offload_threads)
+        self.cache = cache
+        self._caching = cache is not None
+        self._cache: ResponseCache = cache if cache is not None else _NoCache()  # never None: no checks below
+        self._cache_min = settings.cache_min_body_bytes
+        self._reject_unseen = settings.unseen_category_policy is UnseenCategoryPolicy.REJECT
+        self._reject_bad_batches = settings.batch_error_policy is BatchErrorPolicy.REJECT
+        self._direct = _Recorder(metrics.buffer, observers)
+        stages = metrics.stage_children
+        self._decode_stage, self._score_stage, self._encode_stage = (
+            stages[s] for s in ("decode", "score", "encode")
+        )
+
+    # --- the call ---------------------------------------------------------------------------------------
+    def admit(self, content_type: str | None, declared_length: int | None) -> Call:
+        """Before the body is read: the model that will answer (503 while none has loaded), the media type
+        (415) and the declared size (413); a hasher when the body may be answered from the cache."""
+        started = time.perf_counter()
+        model = self.models.current
+        if model is None:
+            raise ModelNotReady("the model is still loading; retry shortly", retry_after=1)
+        self.codec.check_media_type(content_type)
+        check_declared_length(declared_length, self.max_body_bytes)
+        hasher = body_hasher() if self._caching and (declared_length or 0) >= self._cache_min else None
+        return Call(model, hasher, started)
+
+    async def infer(self, call: Call, body: Body, *, accepts_gzip: bool = False) -> Answer:
+        """The answer to an admitted call. `accepts_gzip`: the caller takes a gzip answer (a stored one
+        is then sent as stored, and a new one is stored gzipped)."""
+        raw = self._raw_key(call.model, body)
+        if raw is not None:
+            stored = self._cache.get([raw])
+            if stored is not None:
+                return self._hit(call.model, stored, accepts_gzip, self._direct)
+        if body.size >= self.offload_min_bytes:
+            return await self._offload(self._decode_and_answer, call, body, raw, accepts_gzip)
+        batch = self.codec.decode(call.model, body.joined())
+        if len(batch) >= self.offload_min_rows:
+            return await self._offload(self._answer, call, batch, raw, accepts_gzip)
+        return self._answer(call, batch, raw, accepts_gzip, self._direct)
+
+    async def _offload(self, work: Callable[..., Answer], *args: Any) -> Answer:
+        held = _Held()
+        try:
+            return await anyio.to_thread.run_sync(partial(work, *args, held), limiter=self._limiter)
+        finally:
+            self._direct.take_over(held)
+
+    # --- the steps (inline, or in a worker thread with a held recorder) ---------------------------------
+    def _decode_and_answer(
+        self, call: Call, body: Body, raw: str | None, accepts_gzip: bool, rec: _Recorder
+    ) -> Answer:
+        batch = self.codec.decode(call.model, body.joined())
+        return self._answer(call, batch, raw, accepts_gzip, rec)
+
+    def _answer(
+        self, call: Call, batch: Batch, raw: str | None, accepts_gzip: bool, rec: _Recorder
+    ) -> Answer:
+        model = call.model
+        keys = None
+        if raw is not None:
+            keys = CacheKeys(raw, batch.normalised_key(model.sha256) + self.codec.key_suffix)
+            stored = self._cache.get([keys.normalised])
+            if stored is not None:
+                self._cache.set([keys.raw], stored)  # the next exact repeat hits in one lookup
+                return self._hit(model, stored, accepts_gzip, rec)
+            rec.buffer.inc(self.metrics.cache_miss)
+        buffer = rec.buffer
+        decoded_at = time.perf_counter()
+        buffer.observe(self._decode_stage, decoded_at - call.started)
+        headers = {"X-Model-Version": model.version}
+        scored = self._score(model, batch, headers, buffer)
+        scored_at = time.perf_counter()
+        buffer.observe(self._score_stage, scored_at - decoded_at)
+        out = self.codec.encode(model, batch, scored)
+        if scored.bad_rows:
+            headers["X-Rejected-Rows"] = str(len(scored.bad_rows))
+        buffer.observe(self._encode_stage, time.perf_counter() - scored_at)
+        rec.scored(Scoring(model, batch, scored))
+        if keys is not None:
+            out = self._store(keys, out, scored, headers, accepts_gzip)
+        return Answer(out, headers, self.codec.media_type)
+
+    def _score(
+        self, model: CompiledModel, batch: Batch, headers: dict[str, str], buffer: MetricBuffer
+    ) -> Scored:
+        unknown = batch.unknown_key_rows(model.known_columns)
+        if unknown:
+            buffer.inc(self.metrics.unknown_keys, unknown)
+        scored = model.score_batch(batch, reject_unseen=self._reject_unseen)
+        if scored.unseen:
+            for column, count in scored.unseen.items():
+                buffer.inc(self.metrics.unseen.labels(column), count)
+            headers["X-Unseen-Categories"] = str(sum(scored.unseen.values()))
+        if scored.errors and (batch.single or self._reject_bad_batches):
+            raise rows_error(scored.errors, scored.bad_rows, len(batch), self.settings.max_errors_listed)
+        return scored
+
+    # --- the cache --------------------------------------------------------------------------------------
+    def _raw_key(self, model: CompiledModel, body: Body) -> str | None:
+        """The raw-body key when this body goes through the cache, else None."""
+        if not self._caching or body.size < self._cache_min:
+            return None
+        hasher = body.hasher if body.hasher is not None else chunks_hasher(body.chunks)
+        return hashed_raw_key(model.sha256, hasher) + self.codec.key_suffix
+
+    def _hit(self, model: CompiledModel, stored: bytes, accepts_gzip: bool, rec: _Recorder) -> Answer:
+        """A hit: the stored answer as stored (gzip when the caller accepts it), else decompressed."""
+        rec.buffer.inc(self.metrics.cache_hit)
+        headers = {"X-Model-Version": model.version, "X-Cache": "hit", "Vary": "Accept-Encoding"}
+        if is_gzip(stored):
+            if accepts_gzip:
+                headers["Content-Encoding"] = "gzip"
+            else:
+                stored = gunzip_body(stored)
+        return Answer(stored, headers, self.codec.media_type)
+
+    def _store(
+        self, keys: CacheKeys, out: bytes, scored: Scored, headers: dict[str, str], accepts_gzip: bool
+    ) -> bytes:
+        """Store a clean answer (no rejected rows, no unseen levels, not too big); gzip it first when the
+        caller accepts gzip. Returns the bytes to send."""
+        if scored.bad_rows or scored.unseen or len(out) > self.settings.cache_max_value_bytes:
+            return out
+        headers["Vary"] = "Accept-Encoding"
+        if accepts_gzip:
+            out = gzip_body(out)
+            headers["Content-Encoding"] = "gzip"
+        self._cache.set(keys.for_store(), out)
+        return out
+
+
+def rows_error(errors: list[FieldError], bad_rows: set[int], n: int, cap: int) -> InputError:
+    """The 422 for rows that cannot be scored: the first problem in the detail, up to `cap` of them listed."""
+    first = errors[0]
+    detail = (
+        f"{len(bad_rows)} of {n} row(s) cannot be scored; first: row {first.row}, field {first.field}: "
+        f"{first.reason}"
+    )
+    return InputError(
+        detail,
+        errors=errors[:cap],
+        error_count=len(errors),
+        bad_rows=sorted(bad_rows)[:cap],
+        bad_row_count=len(bad_rows),
+    )
