@@ -274,7 +274,7 @@ Rows with an unseen category level: {_pct(summary.unseen_share)}.</p>
 {t.js_alert}; missing rate |Δ| warn {t.missing_warn} / alert {t.missing_alert}; unseen share warn
 {t.unseen_warn} / alert {t.unseen_alert}. Numeric PSI uses the reference decile bins of present values;
 categorical PSI and JS use levels plus missing and unseen. The reference is the model's training split
-(for the approved model, replica data calibrated to it).</p>
+(for the approved model, synthetic data calibrated to it).</p>
 <h2>Reference vs current</h2>
 {figures}
 </body></html>

@@ -2,7 +2,7 @@
 
 Two replicas (2 workers each) behind nginx follow the registry's `production` alias. While a bounded load
 of single-row requests runs, production is promoted from v1 (the approved model) to v2 (a model trained on
-replica data, so its answers differ) and rolled back. Every answer must be a 200 whose body is exactly what
+synthetic data, so its answers differ) and rolled back. Every answer must be a 200 whose body is exactly what
 the version named in its X-Model-Version header computes for that row, and Prometheus must show the switch.
 """
 
