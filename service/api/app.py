@@ -18,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api import openapi_docs
 from service.api.problems import problem_body, problem_response
+from service.api.routes import router
 from service.api.state import AppState
 from service.errors import PropensityError
 from service.model.registry import Registry
@@ -163,6 +165,7 @@ def build_cache(settings: Settings, metrics: Metrics) -> ResponseCache | None:
     if not settings.cache_enabled:
         return None
     if settings.redis_url:
+        # the Redis client library is imported only where Redis is configured
         from service.serving.redis_cache import RedisCache
 
         return RedisCache(settings, metrics)
@@ -213,9 +216,6 @@ def create_app(
             holder.stop()
             if drift is not None:
                 drift.close()  # the open window chunk goes to the spool
-
-    from service.api import openapi_docs
-    from service.api.routes import router
 
     app = FastAPI(
         title="Propensity service",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.model.schema import example_rows
+from service.model.schema import example_rows, notebook_schema
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -147,8 +147,6 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def component_schemas() -> dict[str, Any]:
-    from service.model.schema import notebook_schema
-
     schema = notebook_schema()
     props: dict[str, Any] = {}
     for column in schema.columns:

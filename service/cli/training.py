@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -99,9 +101,6 @@ def retrain_scheduler(
     artifacts_dir: ArtifactsDir = None,
 ) -> None:
     """Retrain on the newest CSV of a directory on a cadence (a file is tried once). SIGTERM stops it."""
-    import signal
-    import threading
-
     from service.lifecycle.scheduler import run_scheduler
 
     settings = load_settings(artifacts_dir)

@@ -12,8 +12,10 @@ from sklearn.pipeline import Pipeline
 
 from service.model.artifact import FittedModel, check_golden_rows
 from service.model.features import build_pipeline
+from service.model.profile import reference_distributions
 from service.model.registry import Registry
 from service.model.schema import InputSchema, example_rows, notebook_reference, notebook_schema
+from service.model.synthetic import make_synthetic_frame
 
 PROFILE_ROWS = 40_000
 PROFILE_SEED = 26
@@ -69,9 +71,6 @@ def golden_rows() -> dict[str, Any]:
 
 
 def approved_metadata(model: FittedModel) -> dict[str, Any]:
-    from service.model.profile import reference_distributions
-    from service.model.synthetic import make_synthetic_frame
-
     ref = notebook_reference()
     schema = notebook_schema()
     names = model.feature_names

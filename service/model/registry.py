@@ -46,6 +46,8 @@ HISTORY_KEPT = 20
 
 
 def library_versions() -> dict[str, str]:
+    """The versions a version was built with. The training stack is imported here, when a version is
+    published, not when a serving worker imports the registry."""
     import platform
 
     import numpy

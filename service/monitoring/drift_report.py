@@ -146,6 +146,7 @@ def _png(fig: Any) -> str:
 
 
 def _bars(title: str, labels: list[str], reference: np.ndarray, current: np.ndarray, xlabel: str) -> str:
+    # matplotlib (and its Agg backend choice) only when a report draws a plot, not when a worker imports drift
     import matplotlib
 
     matplotlib.use("Agg")
