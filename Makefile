@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 1313
 WORKERS ?= 2
 REPLICAS ?= 2
-COVERAGE_FLOOR ?= 85
+COVERAGE_FLOOR ?= 92
 export PROPENSITY_ARTIFACTS_DIR ?= $(CURDIR)/artifacts
 
 # `$(call given,PORT,--port)` is `--port $(PORT)` when PORT was given on make's command line or in the
