@@ -31,6 +31,7 @@ from service.errors import DataValidationError
 from service.model.parsing import (
     MISSING_CODE,
     UNSEEN_CODE,
+    category_code,
     category_lookup,
     is_missing,
     parse_numeric_column,
@@ -194,7 +195,7 @@ class NotebookDummies(TransformerMixin, BaseEstimator):
             if is_missing(v):
                 codes[i] = MISSING_CODE
                 continue
-            code = lookup.get(str(v).strip().casefold())
+            code = category_code(str(v), lookup)
             if code is None:
                 codes[i] = UNSEEN_CODE
                 unseen.append(str(v))
