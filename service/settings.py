@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         60.0, ge=0, description="A worker waits this long for its first model load before accepting"
     )
     reload_interval_seconds: float = Field(2.0, ge=0, description="How often workers check the alias; 0=off")
+    reload_backoff_max_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A failed model refresh (unreadable registry, a version that fails its checks) is "
+        "retried after the check interval, doubling up to this",
+    )
 
     # server
     host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 in the Docker image)")
@@ -69,6 +75,13 @@ class Settings(BaseSettings):
 
     # response cache
     redis_url: str | None = Field(None, description="redis://host:port/db; unset = in-process LRU")
+    redis_password_file: Path | None = Field(
+        None, description="File holding the Redis password (a Swarm secret); or put it in the URL"
+    )
+    cache_secret: SecretStr | None = Field(
+        None, description="Key of the tags that sign cached values (16+ characters); Redis needs one"
+    )
+    cache_secret_file: Path | None = Field(None, description="File holding cache_secret (a Swarm secret)")
     cache_enabled: bool = Field(True, description="Response cache on/off")
     cache_min_body_bytes: int = Field(
         64 * 1024,

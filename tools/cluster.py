@@ -30,10 +30,31 @@ import typer
 
 from service.errors import PropensityError
 from tools import procs
-from tools.cluster_config import HOST, ClusterConfig, nginx_conf, ports_in_use, prometheus_yml
+from tools.cluster_config import (
+    HOST,
+    ClusterConfig,
+    nginx_conf,
+    ports_in_use,
+    prometheus_yml,
+    redis_conf,
+    write_private,
+    write_secrets,
+)
 from tools.procs import ProcessRecord
 
 STATE_FILE = "cluster.json"
+# What `up` sets for each replica itself: the caller's environment does not override these.
+REPLICA_OWN_ENV = frozenset(
+    {
+        "PROPENSITY_REDIS_URL",
+        "PROPENSITY_REDIS_PASSWORD_FILE",
+        "PROPENSITY_CACHE_SECRET",
+        "PROPENSITY_CACHE_SECRET_FILE",
+        "PROPENSITY_PORT",
+        "PROPENSITY_WORKERS",
+        "PROPENSITY_HOST",
+    }
+)
 _MAIN = "from service.cli import main; main()"
 APT_PACKAGES = {"nginx": "nginx-light", "redis-server": "redis-server", "prometheus": "prometheus"}
 
@@ -201,15 +222,8 @@ class Cluster:
         c = self.config
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         run = c.run_dir
-        if name == "redis":
-            argv = [
-                find_program("redis-server"),
-                *("--bind", HOST, "--port", str(c.redis_port), "--protected-mode", "yes"),
-                *("--save", "", "--appendonly", "no", "--dir", str(run / "redis")),
-                *("--maxmemory", c.redis_maxmemory, "--maxmemory-policy", "allkeys-lru"),
-                *("--daemonize", "no", "--logfile", ""),
-            ]
-            return argv, env
+        if name == "redis":  # everything in redis.conf, the password included (not on the command line)
+            return [find_program("redis-server"), str(c.redis_conf_file)], env
         if name == "nginx":
             conf, error_log = run / "nginx.conf", c.logs_dir / "nginx-error.log"
             argv = [find_program("nginx"), "-c", str(conf), "-p", f"{run}/", "-e", str(error_log)]
@@ -226,14 +240,22 @@ class Cluster:
             return argv, env
         port = c.ports()[name]
         for key in [k for k in env if k.startswith("PROPENSITY_")]:
-            if key in ("PROPENSITY_REDIS_URL", "PROPENSITY_PORT", "PROPENSITY_WORKERS", "PROPENSITY_HOST"):
+            if key in REPLICA_OWN_ENV:
                 del env[key]
         env.update(
             {
                 "PROPENSITY_ARTIFACTS_DIR": str(c.artifacts_dir),
                 "PROPENSITY_HOST": HOST,
                 "PROMETHEUS_MULTIPROC_DIR": str(c.metrics_dir(name)),
-                **({"PROPENSITY_REDIS_URL": c.redis_url} if c.redis_url else {}),
+                **(
+                    {
+                        "PROPENSITY_REDIS_URL": c.redis_url,
+                        "PROPENSITY_REDIS_PASSWORD_FILE": str(c.redis_password_file),
+                        "PROPENSITY_CACHE_SECRET_FILE": str(c.cache_secret_file),
+                    }
+                    if c.redis_url
+                    else {}
+                ),
                 **c.env,
             }
         )
@@ -269,9 +291,18 @@ class Cluster:
         )
 
     def _redis_ready(self) -> bool:
+        """Redis answers, and accepts the generated password."""
+        password = self.config.redis_password().encode()
+        auth = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password)
         with socket.create_connection((HOST, self.config.redis_port), timeout=1.0) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            s.sendall(auth + b"PING\r\n")
+            replies = b""
+            while replies.count(b"\r\n") < 2:
+                chunk = s.recv(64)
+                if not chunk:
+                    return False
+                replies += chunk
+            return replies == b"+OK\r\n+PONG\r\n"
 
     def replica_ready(self, port: int) -> bool:
         """Every worker is up and has passed its model self-check (not just the first one to answer)."""
@@ -334,6 +365,9 @@ class Cluster:
         (c.run_dir / STATE_FILE).write_text(json.dumps(c.to_json(), indent=1) + "\n")
         (c.run_dir / "nginx.conf").write_text(nginx_conf(c))
         (c.run_dir / "prometheus.yml").write_text(prometheus_yml(c))
+        if c.redis:
+            write_secrets(c)
+            write_private(c.redis_conf_file, redis_conf(c))
         check_nginx_conf(c.run_dir / "nginx.conf", c.run_dir)
 
     def _import_model(self) -> None:

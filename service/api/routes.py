@@ -64,13 +64,19 @@ async def ready(request: Request) -> Response:
             instance="/health/ready",
         )
         return problem_response(body, headers={"Retry-After": "1"})
-    return Response(
-        orjson.dumps(
-            {"status": "ready", "model": model.name, "version": model.version, "sha256": model.sha256}
-        ),
-        media_type=JSON,
-        headers={"X-Model-Version": model.version},
-    )
+    answer: dict[str, object] = {
+        "status": "ready",
+        "model": model.name,
+        "version": model.version,
+        "sha256": model.sha256,
+    }
+    failure = holder.failure
+    if failure is not None:
+        # Still 200: the worker serves a verified version and can answer; taking every worker out of
+        # rotation over a version none of them can load would turn a bad promotion into an outage. The
+        # skew shows here, in propensity_model_behind_alias and in its alert.
+        answer |= {"behind_alias": True, "alias_version": failure.version}
+    return Response(orjson.dumps(answer), media_type=JSON, headers={"X-Model-Version": model.version})
 
 
 MODEL_FIELDS = (

@@ -5,7 +5,10 @@
     <root>/<name>/.lock              flock()ed while allocating a version or changing an alias
 
 Everything that changes state happens under the lock and becomes visible with one atomic rename, so a
-reader (a serving worker) sees either the old or the new state, never a half-written one.
+reader (a serving worker) sees either the old or the new state, never a half-written one. Every file is
+fsynced before its rename and the directory after it, so a crash (or a power cut) cannot leave a renamed
+but empty file behind. Files are created world-readable (0644, directories 0755), not with the 0600/0700
+of mkstemp/mkdtemp: the serving user is often not the one who promotes (a container user, an operator).
 """
 
 from __future__ import annotations
@@ -43,6 +46,36 @@ from service.model.artifact import (
 VERSION_RE = re.compile(r"^v(\d+)$")
 ALIASES_FILE = "aliases.json"
 HISTORY_KEPT = 20
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+Stamp = tuple[int, int, int, int]
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: a temporary file in the same directory, fsync, rename, fsync the directory.
+    A reader sees the old content or the new, never a part."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), FILE_MODE)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_path(path.parent)
 
 
 def library_versions() -> dict[str, str]:
@@ -94,19 +127,30 @@ class Registry:
         return sorted(found, key=lambda v: int(v[1:]))
 
     def aliases(self) -> dict[str, dict[str, Any]]:
+        """The aliases file, parsed. Raises ArtifactError for one that is not JSON of the expected shape (a
+        hand edit or another tool's partial write: this registry only ever renames a complete file)."""
         path = self.dir / ALIASES_FILE
         if not path.is_file():
             return {}
-        data: dict[str, dict[str, Any]] = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_bytes())
+        except ValueError as exc:
+            raise ArtifactError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(data, dict) or not all(
+            isinstance(info, dict) and isinstance(info.get("version"), str) for info in data.values()
+        ):
+            raise ArtifactError(f"{path}: not an object of aliases with a version each")
         return data
 
-    def aliases_stamp(self) -> tuple[int, int] | None:
-        """Cheap change detector for followers: (mtime_ns, inode) of aliases.json."""
+    def aliases_stamp(self) -> Stamp | None:
+        """Cheap change detector for followers: (mtime_ns, ctime_ns, inode, size) of aliases.json; None if
+        missing. The size catches a rewrite in place within the file system's timestamp granularity, the
+        ctime a change of permissions (a file made readable again)."""
         try:
             st = os.stat(self.dir / ALIASES_FILE)
         except FileNotFoundError:
             return None
-        return (st.st_mtime_ns, st.st_ino)
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size)
 
     def resolve(self, ref: str) -> str:
         """An alias or a version -> a version that exists."""
@@ -197,10 +241,16 @@ class Registry:
                 (staging / METADATA_FILE).write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False))
                 write_checksums(staging, [METADATA_FILE, MODEL_FILE, SUMMARY_FILE])
                 check(staging)  # refuse to publish what we could not load back
+                for name in (MODEL_FILE, SUMMARY_FILE, METADATA_FILE, CHECKSUMS_FILE):
+                    os.chmod(staging / name, FILE_MODE)
+                    fsync_path(staging / name)
+                os.chmod(staging, DIR_MODE)
+                fsync_path(staging)
                 os.rename(staging, self.dir / version)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
+            fsync_path(self.dir)
         return version
 
     def set_alias(self, alias: str, version: str) -> dict[str, Any]:
@@ -233,12 +283,7 @@ class Registry:
             return aliases[alias]
 
     def _write_aliases(self, aliases: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".aliases-", dir=self.dir)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(aliases, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.dir / ALIASES_FILE)
+        write_atomic(self.dir / ALIASES_FILE, json.dumps(aliases, indent=1, sort_keys=True).encode())
 
 
 __all__ = ["CHECKSUMS_FILE", "Registry", "VersionInfo"]

@@ -45,8 +45,9 @@ class Batch(ABC):
         return 0
 
     @abstractmethod
-    def normalised_key(self, model_sha: str) -> str:
-        """The cache key of these rows whatever their bytes' whitespace and key order."""
+    def normalised_key(self, model_sha: str) -> str | None:
+        """The cache key of these rows whatever their bytes' whitespace and key order; None when the rows
+        cannot be normalised (the raw-body key then stands for them)."""
 
 
 class JsonBatch(Batch):
@@ -63,7 +64,7 @@ class JsonBatch(Batch):
             return 0
         return sum(1 for row in rows if not row.keys() <= known)
 
-    def normalised_key(self, model_sha: str) -> str:
+    def normalised_key(self, model_sha: str) -> str | None:
         return normalised_key(model_sha, self.rows[0] if self.single else self.rows)
 
 

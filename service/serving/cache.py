@@ -10,6 +10,8 @@ A call's two keys are a `CacheKeys`. `set(keys, value)` stores the bytes once, u
 raw-body key: exact repeats, the common case, then hit in one lookup); every other key is an *alias* that
 names `keys[0]`. A lookup that lands on an alias follows it once; an alias whose target has expired or
 been evicted is a miss.
+
+A cache that others can write to (Redis) serves only what verifies: service/serving/cache_integrity.py.
 """
 
 from __future__ import annotations
@@ -54,8 +56,12 @@ def hashed_raw_key(model_sha: str, hasher: Any) -> str:
     return f"propensity:{model_sha[:16]}:raw:{hasher.hexdigest()[:40]}"
 
 
-def normalised_key(model_sha: str, payload: Any) -> str:
-    canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+def normalised_key(model_sha: str, payload: Any) -> str | None:
+    """None for rows orjson cannot write back (nested deeper than its recursion limit)."""
+    try:
+        canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
     return f"propensity:{model_sha[:16]}:norm:{_HASH(canonical).hexdigest()[:40]}"
 
 

@@ -1,9 +1,18 @@
-"""From request bytes to a batch: content type, size limits, JSON decoding and body shape."""
+"""From request bytes to a batch: content type, size limits, JSON decoding and body shape.
+
+Nesting. orjson (the full decode) refuses JSON nested deeper than 1,024 levels. The column decoder
+(msgspec, bodies of 64 KiB and more) follows nesting as deep as the interpreter's recursion limit allows,
+about 1,000 levels less the stack in use; a body deeper than that is refused here (400, as orjson refuses
+deeper ones), not handed to the full decode, which would read it and pass on values nested deeper than
+the steps after it (repr, re-encoding) can follow. Either way a body too deep to read is a 400, never a
+500. An array or object where a value belongs is kept as a stand-in (`shallow`: its kind and the head of
+its repr), which is all the error that reports it needs.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -17,6 +26,7 @@ from service.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from service.model.parsing import MAX_ECHO
 from service.serving.batch import ColumnBatch, JsonBatch
 
 
@@ -91,6 +101,102 @@ def row_slices(body: bytes, size: int) -> Iterator[bytes]:
     yield b"".join((b"[", view[start:])) if start else body
 
 
+# --- arrays and objects where a value belongs ---------------------------------------------------------------
+class _Punctuation(str):
+    """Text of a repr that is not a value: brackets, separators, a dict key with its colon."""
+
+    __slots__ = ()
+
+
+def _array_pieces(items: list[Any]) -> Iterator[Any]:
+    yield _Punctuation("[")
+    for i, item in enumerate(items):
+        if i:
+            yield _Punctuation(", ")
+        yield item
+    yield _Punctuation("]")
+
+
+def _object_pieces(items: dict[Any, Any]) -> Iterator[Any]:
+    yield _Punctuation("{")
+    for i, (key, item) in enumerate(items.items()):
+        yield _Punctuation((", " if i else "") + repr(key) + ": ")
+        yield item
+    yield _Punctuation("}")
+
+
+def repr_head(value: Any, limit: int) -> str:
+    """repr(value)[:limit] for a decoded JSON value, at any depth: built from the outside in, without
+    recursion, and only as far as `limit` characters."""
+    pieces: list[str] = []
+    size = 0
+    stack: list[Iterator[Any]] = [iter((value,))]
+    while stack and size < limit:
+        item = next(stack[-1], stack)  # the stack itself: this iterator is done
+        if item is stack:
+            stack.pop()
+        elif type(item) is list:
+            stack.append(_array_pieces(item))
+        elif type(item) is dict:
+            stack.append(_object_pieces(item))
+        else:
+            text = str(item) if type(item) is _Punctuation else repr(item)
+            pieces.append(text)
+            size += len(text)
+    return "".join(pieces)[:limit]
+
+
+class ShallowArray(list[str]):
+    """An array where a value belongs, kept as the head of its repr (a scorer only reports it)."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, head: str) -> None:
+        super().__init__((head,))  # encoded as ["<head>"]: distinct from any value a row may hold
+        self._head = head
+
+    def __repr__(self) -> str:
+        return self._head
+
+
+class ShallowObject(dict[str, str]):
+    """An object where a value belongs, kept as the head of its repr (a scorer only reports it)."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, head: str) -> None:
+        super().__init__({"": head})
+        self._head = head
+
+    def __repr__(self) -> str:
+        return self._head
+
+
+CONTAINERS = (list, dict)
+
+
+def shallow(value: list[Any] | dict[str, Any]) -> ShallowArray | ShallowObject:
+    """A stand-in for an array or object: the same kind (so it is reported as "an array", "an object") and
+    a repr as long as an error echoes, however deep the value nests."""
+    head = repr_head(value, MAX_ECHO + 1)  # one more than an echo keeps: it still knows it was cut
+    return ShallowObject(head) if isinstance(value, dict) else ShallowArray(head)
+
+
+def _keep_shallow(rows: Iterable[Any], columns: Sequence[str]) -> None:
+    for row in rows:
+        for name in columns:
+            value = getattr(row, name)
+            if type(value) in CONTAINERS:
+                setattr(row, name, shallow(value))
+
+
+# --- the column decoder -----------------------------------------------------------------------------------
+# A model column's value as the column decoder reads it: what orjson gives for a scalar (a JSON number is a
+# float either way for scoring), or, on a second reading, an array or object where a value belongs.
+_SCALAR = float | str | bool | None
+_ANY_VALUE = float | str | bool | None | list[Any] | dict[str, Any]
+
+
 def _struct_get(row: msgspec.Struct, column: str) -> Any:
     return getattr(row, column, None)
 
@@ -98,26 +204,35 @@ def _struct_get(row: msgspec.Struct, column: str) -> Any:
 class ColumnDecoder:
     """Decodes only the columns a model uses: msgspec skips every other key without building objects.
 
-    Values keep their JSON types (number -> float, string -> str, null -> None), exactly what orjson would
-    give for those keys, so scoring is unchanged. Anything this decoder does not take -- malformed JSON,
-    a wrong body shape, a boolean or an object where a value belongs, too many rows -- returns None, and the
-    full orjson path decodes the body and reports every problem as today. A row has `.get(column)` like
-    a dict, so the few-rows scoring path takes it as it takes a JSON object.
+    Values keep their JSON types (number -> float, string -> str, boolean -> bool, null -> None), what
+    orjson would give for those keys, so scoring and every error it reports are unchanged. An array or an
+    object in a model column makes a second reading that takes any value, and is kept `shallow`. What this
+    decoder does not take -- malformed JSON, a wrong body shape, too many rows, bytes that are not UTF-8 --
+    returns None: the full orjson path decodes the body and reports every problem as it always has. A body
+    nested deeper than it can follow is refused (MalformedJSON). A row has `.get(column)` like a dict, so
+    the few-rows scoring path takes it as it takes a JSON object.
     """
 
     def __init__(self, columns: Sequence[str], *, slice_bytes: int = SLICE_BYTES) -> None:
-        fields = [(c, float | str | None, None) for c in columns]
-        row = msgspec.defstruct("Row", fields, gc=False, namespace={"get": _struct_get})
-        self._decoder = msgspec.json.Decoder(list[row] | row)  # type: ignore[valid-type]
-        self._rows_decoder = msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
+        self.columns = tuple(columns)
+        self._scalar_body, self._scalar_rows = self._decoders(_SCALAR)
+        self._any_body, self._any_rows = self._decoders(_ANY_VALUE)
         self.slice_bytes = slice_bytes
+
+    def _decoders(self, kind: Any) -> tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any]]:
+        """(one row or an array of rows, an array of rows) with every model column of type `kind`."""
+        fields = [(c, kind, None) for c in self.columns]
+        row = msgspec.defstruct("Row", fields, gc=False, namespace={"get": _struct_get})
+        return msgspec.json.Decoder(list[row] | row), msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
 
     def decode(self, body: bytes, *, max_rows: int) -> ColumnBatch | None:
         try:
             payload = self._sliced(body) if self._sliceable(body) else None
             if payload is None:
-                payload = self._decoder.decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+                payload = self._whole(body)
+        except RecursionError:
+            raise MalformedJSON("the body nests arrays or objects too deeply to be read") from None
+        except (msgspec.MsgspecError, ValueError):  # ValueError: msgspec's UnicodeDecodeError
             return None
         if isinstance(payload, list):
             if not payload or len(payload) > max_rows:
@@ -125,16 +240,30 @@ class ColumnDecoder:
             return ColumnBatch(payload)
         return ColumnBatch([payload], single=True)
 
+    def _whole(self, body: bytes) -> Any:
+        try:
+            return self._scalar_body.decode(body)
+        except msgspec.ValidationError:  # an array or object where a value belongs, or a wrong shape
+            payload = self._any_body.decode(body)
+        _keep_shallow(payload if isinstance(payload, list) else (payload,), self.columns)
+        return payload
+
     def _sliceable(self, body: bytes) -> bool:
         return len(body) >= 2 * self.slice_bytes and body[:16].lstrip()[:1] == b"["
 
     def _sliced(self, body: bytes) -> list[Any] | None:
-        """The array's rows, decoded slice by slice; None when a slice does not decode (the whole body is
-        then decoded at once and gives the verdict, as for a body too small to slice)."""
+        """The array's rows, decoded slice by slice (a slice with an array or object where a value belongs
+        is read again, alone); None when a slice does not decode (the whole body is then decoded at once
+        and gives the verdict, as for a body too small to slice)."""
         rows: list[Any] = []
         try:
             for piece in row_slices(body, self.slice_bytes):
-                rows += self._rows_decoder.decode(piece)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+                try:
+                    rows += self._scalar_rows.decode(piece)
+                except msgspec.ValidationError:
+                    more = self._any_rows.decode(piece)
+                    _keep_shallow(more, self.columns)
+                    rows += more
+        except msgspec.DecodeError:  # and ValidationError, a subclass
             return None
         return rows

@@ -41,15 +41,18 @@ class JsonRows:
     media_type = "application/json"
     key_suffix = ""  # the first format: its cache keys carry no suffix
 
-    def __init__(self, *, max_rows: int, max_errors: int) -> None:
+    def __init__(
+        self, *, max_rows: int, max_errors: int, column_decode_min_bytes: int = COLUMN_DECODE_MIN_BYTES
+    ) -> None:
         self.max_rows = max_rows
         self.max_errors = max_errors
+        self.column_decode_min_bytes = column_decode_min_bytes
 
     def check_media_type(self, content_type: str | None) -> None:
         check_content_type(content_type)
 
     def decode(self, model: CompiledModel, data: bytes) -> Batch:
-        if len(data) >= COLUMN_DECODE_MIN_BYTES:  # big batches: decode only the model's columns
+        if len(data) >= self.column_decode_min_bytes:  # big batches: decode only the model's columns
             batch = model.column_decoder.decode(data, max_rows=self.max_rows)
             if batch is not None:
                 return batch

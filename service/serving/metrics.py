@@ -7,6 +7,7 @@ them with MultiProcessCollector; gunicorn's child_exit hook marks dead workers.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -114,7 +115,8 @@ class Metrics:
         )
         self.cache = Counter(
             p + "cache_requests",
-            "Response cache lookups by result: hit, miss; error and bypass (breaker open) are misses too",
+            "Response cache lookups by result: hit, miss; error, bypass (breaker open) and rejected (a value "
+            "that fails its tag or size check) are misses too",
             ["result"],
             registry=r,
         )
@@ -174,6 +176,13 @@ class Metrics:
         self.workers.set(1)
         self.model_swaps = Counter(
             p + "model_swaps", "Model version changes by result", ["result"], registry=r
+        )
+        self.model_behind_alias = Gauge(
+            p + "model_behind_alias",
+            "1 when a worker does not serve what its alias names: the version failed to load or the "
+            "registry could not be read (it keeps serving its current version and retries with backoff)",
+            multiprocess_mode="livemax",
+            registry=r,
         )
         self.outcome_children = (self.outcomes.labels("0"), self.outcomes.labels("1"))
         self.stage_children = {s: self.stage.labels(s) for s in ("decode", "score", "encode")}
@@ -243,13 +252,17 @@ class Metrics:
         """Bulk-observe a batch of probabilities: one update per bucket, not per row.
 
         Same semantics as Histogram.observe (a value lands in the first bucket whose bound is >= it);
-        tests/api/test_metrics.py checks it against per-value observe.
+        tests/api/test_metrics.py checks it against per-value observe. A value that is not finite is
+        skipped: one NaN would make the worker's phat sum NaN for the rest of its life.
         """
         if isinstance(values, list) and len(values) <= 8:  # a few rows: through the buffer
             for value in values:
-                self.buffer.observe(self.phat, value)
+                if math.isfinite(value):
+                    self.buffer.observe(self.phat, value)
             return
         arr = np.fromiter(values, dtype=np.float64)
+        if not math.isfinite(arr.sum()):  # one pass tells; only then the values are filtered
+            arr = arr[np.isfinite(arr)]
         if arr.size == 0:
             return
         index = np.searchsorted(np.asarray(PHAT_BUCKETS), arr, side="left")

@@ -34,6 +34,7 @@ import anyio.to_thread
 from service.errors import FieldError, InputError, ModelNotReady
 from service.serving.batch import Batch
 from service.serving.cache import CacheKeys, ResponseCache, body_hasher, chunks_hasher, hashed_raw_key
+from service.serving.cache_integrity import log_refusal_once
 from service.serving.compression import gunzip_body, gzip_body, is_gzip
 from service.serving.decoding import check_declared_length
 from service.serving.metric_buffer import MetricBuffer
@@ -196,9 +197,9 @@ class ScoringPipeline:
         is then sent as stored, and a new one is stored gzipped)."""
         raw = self._raw_key(call.model, body)
         if raw is not None:
-            stored = self._cache.get([raw])
-            if stored is not None:
-                return self._hit(call.model, stored, accepts_gzip, self._direct)
+            hit = self._hit(call.model, self._cache.get([raw]), accepts_gzip, self._direct)
+            if hit is not None:
+                return hit
         if body.size >= self.offload_min_bytes:
             return await self._offload(self._decode_and_answer, call, body, raw, accepts_gzip)
         batch = self.codec.decode(call.model, body.joined())
@@ -226,11 +227,13 @@ class ScoringPipeline:
         model = call.model
         keys = None
         if raw is not None:
-            keys = CacheKeys(raw, batch.normalised_key(model.sha256) + self.codec.key_suffix)
+            normalised = batch.normalised_key(model.sha256)
+            keys = CacheKeys(raw, raw if normalised is None else normalised + self.codec.key_suffix)
             stored = self._cache.get([keys.normalised])
-            if stored is not None:
+            hit = self._hit(model, stored, accepts_gzip, rec)
+            if hit is not None and stored is not None:
                 self._cache.set([keys.raw], stored)  # the next exact repeat hits in one lookup
-                return self._hit(model, stored, accepts_gzip, rec)
+                return hit
             rec.buffer.inc(self.metrics.cache_miss)
         buffer = rec.buffer
         decoded_at = time.perf_counter()
@@ -271,15 +274,26 @@ class ScoringPipeline:
         hasher = body.hasher if body.hasher is not None else chunks_hasher(body.chunks)
         return hashed_raw_key(model.sha256, hasher) + self.codec.key_suffix
 
-    def _hit(self, model: CompiledModel, stored: bytes, accepts_gzip: bool, rec: _Recorder) -> Answer:
-        """A hit: the stored answer as stored (gzip when the caller accepts it), else decompressed."""
-        rec.buffer.inc(self.metrics.cache_hit)
+    def _hit(
+        self, model: CompiledModel, stored: bytes | None, accepts_gzip: bool, rec: _Recorder
+    ) -> Answer | None:
+        """A hit: the stored answer as stored (gzip when the caller accepts it), else decompressed. None
+        for no value, and for a gzip value that is not whole or would inflate past cache_max_value_bytes
+        (nothing this service stores): refused and counted, the caller computes the answer."""
+        if stored is None:
+            return None
         headers = {"X-Model-Version": model.version, "X-Cache": "hit", "Vary": "Accept-Encoding"}
         if is_gzip(stored):
             if accepts_gzip:
                 headers["Content-Encoding"] = "gzip"
             else:
-                stored = gunzip_body(stored)
+                plain = gunzip_body(stored, self.settings.cache_max_value_bytes)
+                if plain is None:
+                    rec.buffer.inc(self.metrics.cache.labels("rejected"))
+                    log_refusal_once("gzip value not whole or over the size cap", f"model {model.version}")
+                    return None
+                stored = plain
+        rec.buffer.inc(self.metrics.cache_hit)
         return Answer(stored, headers, self.codec.media_type)
 
     def _store(

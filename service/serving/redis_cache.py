@@ -15,6 +15,11 @@ Lookups are synchronous, on the event loop: a GET on loopback is quick, and hand
 (anyio.to_thread) made it several times slower -- more than it would ever save. The worst
 case, a hung Redis, blocks a worker for one timeout per lookup, at most `redis_breaker_failures` times
 per reset period. Stores go to a background writer thread (see RedisCache).
+
+Trust. Redis asks for a password (`requirepass`: in the URL, or `PROPENSITY_REDIS_PASSWORD_FILE`; a wrong
+one fails open like any other Redis error), and every value is tagged with the cache secret when stored
+and verified before it is served (service/serving/cache_integrity.py): a value that does not verify, or is
+larger than `cache_max_value_bytes`, is refused and counted, and the lookup is a miss.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from service.serving.cache import ALIAS_PREFIX
+from service.serving.cache_integrity import log_refusal_once, read_secret_file, shared_signer
 from service.serving.metrics import Metrics
 from service.settings import Settings
 
@@ -134,6 +140,7 @@ class RedisCache:
         self.ttl = settings.cache_ttl_seconds
         self.max_value_bytes = settings.cache_max_value_bytes
         self.metrics = metrics
+        self.signer = shared_signer(settings)  # no secret: an error, the service does not start
         self.client = client if client is not None else make_client(settings, settings.redis_timeout_seconds)
         # Off the request path a store may take longer than a lookup (a 5 MB write under CPU contention).
         write_timeout = max(settings.redis_timeout_seconds, write_timeout_seconds)
@@ -152,6 +159,7 @@ class RedisCache:
         self._writer_pid = 0
         self._closed = False
         self._errors = metrics.cache.labels("error")
+        self._rejected = metrics.cache.labels("rejected")
         self._bypass = metrics.cache.labels("bypass")
         self._stored = metrics.cache_stores.labels("stored")
         self._dropped = metrics.cache_stores.labels("dropped")
@@ -169,15 +177,38 @@ class RedisCache:
         started = time.perf_counter()
         try:
             values: list[bytes | None] = self.client.mget(keys)  # type: ignore[assignment]
-            found = next((v for v in values if v is not None), None)
+            key, sealed = next(
+                ((k, v) for k, v in zip(keys, values, strict=True) if v is not None), ("", None)
+            )
+            found = self._open(key, sealed)
             if found is not None and found.startswith(ALIAS_PREFIX):
-                found = self.client.get(found[len(ALIAS_PREFIX) :].decode())  # type: ignore[assignment]
+                key = found[len(ALIAS_PREFIX) :].decode()
+                found = self._open(key, self.client.get(key), alias=False)  # type: ignore[arg-type]
         except ERRORS as exc:
             self._failed("get", exc)
             return None
         self.breaker.success()
         self._get_seconds.observe(time.perf_counter() - started)
         return found
+
+    def _open(self, key: str, sealed: bytes | None, *, alias: bool = True) -> bytes | None:
+        """The value sealed at `key`; None when there is none or it is refused (counted, logged once): its
+        tag does not verify, it is larger than any value this cache stores, or it is an alias where only
+        an answer may be (`alias=False`: an alias's target)."""
+        if sealed is None:
+            return None
+        value = self.signer.open(key, sealed)
+        if value is None:
+            reason = "its tag does not verify"
+        elif len(value) > self.max_value_bytes:
+            reason = "larger than cache_max_value_bytes"
+        elif not alias and value.startswith(ALIAS_PREFIX):
+            reason = "an alias to an alias"
+        else:
+            return value
+        self._rejected.inc()
+        log_refusal_once(reason, f"key {key}")
+        return None
 
     # --- stores (handed to the writer thread) -----------------------------------------------------------
     def set(self, keys: list[str], value: bytes) -> None:
@@ -243,11 +274,12 @@ class RedisCache:
             return
         started = time.perf_counter()
         alias = ALIAS_PREFIX + keys[0].encode()
+        seal = self.signer.seal
         try:
             pipe = self.write_client.pipeline(transaction=False)
-            pipe.set(keys[0], value, ex=self.ttl)
+            pipe.set(keys[0], seal(keys[0], value), ex=self.ttl)
             for key in keys[1:]:
-                pipe.set(key, alias, ex=self.ttl)
+                pipe.set(key, seal(key, alias), ex=self.ttl)
             pipe.execute()
         except ERRORS as exc:
             self._store_errors.inc()
@@ -270,11 +302,22 @@ class RedisCache:
         log.warning("redis circuit breaker %s", state.value)
 
 
+def redis_password(settings: Settings) -> str | None:
+    """The password from `redis_password_file`, if set (a password in the URL is redis-py's to read)."""
+    if settings.redis_password_file is None:
+        return None
+    assert settings.redis_url is not None
+    if redis.connection.parse_url(settings.redis_url).get("password"):
+        raise ValueError("the Redis password is in PROPENSITY_REDIS_URL and PROPENSITY_REDIS_PASSWORD_FILE")
+    return read_secret_file(settings.redis_password_file, "Redis password")
+
+
 def make_client(settings: Settings, timeout: float) -> redis.Redis:
     """A client whose every call gives up after `timeout`: no retries, no handshake extras."""
     assert settings.redis_url is not None
     return redis.Redis.from_url(
         settings.redis_url,
+        password=redis_password(settings),
         socket_timeout=timeout,
         socket_connect_timeout=settings.redis_timeout_seconds,
         retry=Retry(NoBackoff(), 0),

@@ -4,13 +4,19 @@ Only the raw columns the model uses are parsed, column-wise; categories are matc
 the linear predictor is a fixed-order sum over the model inputs (so a row's bits never depend on the other
 rows of its batch). No pandas and no sklearn call per request. The sklearn Pipeline stays the reference:
 tests/unit/serving/test_scorer_parity.py holds this module to it.
+
+Range. Every parsed value is finite, but scaling or the sum can still overflow: {"x44": 1e308} scales to
+inf, and two finite contributions can add up past the float range. A row whose logit is not finite is
+reported like any bad value ("value out of the range the model can score", naming each field to blame)
+and never scored as NaN; a finite logit, however large, keeps its exact bits (phat 0.0 or 1.0 is right).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -18,31 +24,33 @@ from service.errors import ArtifactError, FieldError, SelfCheckFailed
 from service.model.artifact import GOLDEN_TOLERANCE, FittedModel, LoadedArtifact
 from service.model.parsing import (
     MISSING_CODE,
-    MISSING_TOKENS,
+    category_code,
     category_lookup,
     parse_category_column,
     parse_number,
     parse_numeric_column,
+    truncate,
 )
 from service.model.schema import schema_columns
 from service.serving.batch import Batch, JsonBatch
+from service.serving.decoding import CONTAINERS, ColumnDecoder, shallow
 
 # Up to this many rows are scored row by row in plain Python: the array path costs ~200 numpy calls per
 # batch whatever its size, the row path a little per row. Both give the same bits.
 SMALL_BATCH = 8
+FLOAT_MAX = sys.float_info.max
+OUT_OF_RANGE = "value out of the range the model can score"
+
+_Parsed = TypeVar("_Parsed")
 
 
-def _small_category_code(value: Any, lookup: dict[str, int]) -> int | None:
-    """A level code or MISSING_CODE; None for anything else (unseen, malformed: the array path reports it)."""
-    if type(value) is str:
-        code = lookup.get(value)
-        if code is None:
-            key = value.strip().casefold()
-            code = lookup.get(key)
-            if code is None:
-                return MISSING_CODE if key in MISSING_TOKENS else None
-        return code
-    return MISSING_CODE if value is None else None
+def _parse_echoing_safely(parse: Callable[..., _Parsed], values: list[Any], *args: Any) -> _Parsed:
+    """parse(values, *args). A value nested too deep for repr() (the error's echo) is parsed again as
+    its `shallow` stand-in: the same error, echoed as the head of its repr."""
+    try:
+        return parse(values, *args)
+    except RecursionError:
+        return parse([shallow(v) if type(v) in CONTAINERS else v for v in values], *args)
 
 
 @dataclass(frozen=True)
@@ -146,10 +154,18 @@ class CompiledModel:
         if known_columns is None:  # not given: the columns the fitted Pipeline was fit on
             known_columns = getattr(parse, "feature_names_in_", self.used_columns)
         self.known_columns = frozenset(str(c) for c in known_columns)
-        from service.serving.decoding import ColumnDecoder
-
+        self._sources = self._raw_sources()
         self.column_decoder = ColumnDecoder(self.used_columns)
         self.reference: dict[str, Any] = {}  # the artifact's reference_distributions (drift monitoring)
+
+    def _raw_sources(self) -> dict[str, tuple[str, ...]]:
+        """Model input -> the raw columns its value comes from (a product: both factors' columns)."""
+        sources: dict[str, tuple[str, ...]] = {spec.name: (spec.name,) for spec in self.numeric}
+        for cat in self.categories:
+            sources.update(dict.fromkeys(cat.dummies, (cat.column,)))
+        for name, a, b in self.products:
+            sources[name] = tuple(dict.fromkeys(sources[a] + sources[b]))
+        return sources
 
     @staticmethod
     def _dummy_source(feature: str, levels: dict[str, list[Any]]) -> tuple[str, str | None]:
@@ -190,8 +206,8 @@ class CompiledModel:
     def _score_small(self, rows: list[Any]) -> Scored | None:
         """Row by row, with the same IEEE operations in the same order as the array path (same bits).
 
-        Clean rows only: on a value that is malformed, unseen or not finite it returns None, and the array
-        path scores the batch and reports every problem.
+        Clean rows only: on a value that is malformed, unseen or not finite, or a logit that is not finite,
+        it returns None, and the array path scores the batch and reports every problem.
         """
         columns: dict[str, list[Any]] = {f: [] for f in self.features}
         raw: dict[str, list[float]] = {spec.name: [] for spec in self.numeric}
@@ -209,7 +225,7 @@ class CompiledModel:
                 contributions[spec.name] = z
                 columns[spec.name].append(z)
             for cat in self.categories:
-                code = _small_category_code(row.get(cat.column), cat.lookup)
+                code = category_code(row.get(cat.column), cat.lookup)
                 if code is None:
                     return None
                 codes[cat.column].append(code)
@@ -223,6 +239,8 @@ class CompiledModel:
             eta = 0.0
             for feature, coef in zip(self.features, self.coefficients, strict=True):
                 eta += coef * contributions[feature]
+            if not -FLOAT_MAX <= eta <= FLOAT_MAX:  # inf or NaN: the array path names the fields
+                return None
             etas.append(eta)
         with np.errstate(over="ignore"):  # numpy's exp, exactly as the array path
             phat = 1.0 / (1.0 + np.exp(-np.array(etas, dtype=np.float64)))
@@ -236,65 +254,92 @@ class CompiledModel:
 
     def _score_arrays(self, batch: Batch, *, reject_unseen: bool = False) -> Scored:
         n = len(batch.rows)
-        columns: dict[str, Any] = {}
-        errors: list[FieldError] = []
-        bad: set[int] = set()
+        out = Scored(columns={}, phat=[], outcome=[])
+        columns: dict[str, np.ndarray] = {}  # per model input, as the answer shows it
+        contributions: dict[str, np.ndarray] = {}  # per model input, as the logit sums it
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is found on the logit, below
+            self._numeric_inputs(batch, out, columns, contributions)
+        unseen_mask = self._category_inputs(batch, out, columns, contributions, reject_unseen)
         eta = np.zeros(n, dtype=np.float64)
-        contributions: dict[str, np.ndarray] = {}
-        numeric_values: dict[str, np.ndarray] = {}
+        with np.errstate(over="ignore", invalid="ignore"):
+            for name, a, b in self.products:
+                columns[name] = contributions[name] = contributions[a] * contributions[b]
+            for feature, coef in zip(self.features, self.coefficients, strict=True):
+                eta += coef * contributions[feature]
+        finite = np.isfinite(eta)
+        if not finite.all():
+            self._range_errors(batch, np.flatnonzero(~finite).tolist(), contributions, out)
+        with np.errstate(over="ignore"):  # exp overflow -> inf -> phat 0.0, the correct limit
+            phat = 1.0 / (1.0 + np.exp(-eta))
+        out.errors.sort(key=lambda e: (e.row if e.row is not None else -1, e.field or ""))
+        out.columns = {k: v.tolist() for k, v in columns.items()}
+        out.phat = phat.tolist()
+        out.outcome = (phat > self.cutoff).astype(np.int64).tolist()
+        out.unseen_rows = int(unseen_mask.sum())
+        return out
+
+    def _numeric_inputs(
+        self, batch: Batch, out: Scored, columns: dict[str, np.ndarray], contributions: dict[str, np.ndarray]
+    ) -> None:
         for spec in self.numeric:
-            values, problems = parse_numeric_column(batch.column(spec.name), spec.fmt)
+            values, problems = _parse_echoing_safely(parse_numeric_column, batch.column(spec.name), spec.fmt)
             for i, reason, value in problems.items:
-                errors.append(FieldError(i, spec.name, reason, value))
-                bad.add(i)
-            numeric_values[spec.name] = values
+                out.errors.append(FieldError(i, spec.name, reason, value))
+                out.bad_rows.add(i)
+            out.numeric_values[spec.name] = values
             filled = np.where(np.isnan(values), spec.fill, values)
-            z = (filled - spec.mean) / spec.scale
-            contributions[spec.name] = z
-            columns[spec.name] = z
-        unseen: dict[str, int] = {}
-        unseen_mask = np.zeros(n, dtype=bool)
-        codes_by_column: dict[str, np.ndarray] = {}
+            columns[spec.name] = contributions[spec.name] = (filled - spec.mean) / spec.scale
+
+    def _category_inputs(
+        self,
+        batch: Batch,
+        out: Scored,
+        columns: dict[str, np.ndarray],
+        contributions: dict[str, np.ndarray],
+        reject_unseen: bool,
+    ) -> np.ndarray:
+        """Dummy inputs of every categorical column; returns which rows hold an unseen level."""
+        unseen_mask = np.zeros(len(batch.rows), dtype=bool)
         for cat in self.categories:
-            codes, problems, unseen_values = parse_category_column(batch.column(cat.column), cat.lookup)
-            codes_by_column[cat.column] = codes
+            codes, problems, unseen_values = _parse_echoing_safely(
+                parse_category_column, batch.column(cat.column), cat.lookup
+            )
+            out.category_codes[cat.column] = codes
             for i, reason, value in problems.items:
-                errors.append(FieldError(i, cat.column, reason, value))
-                bad.add(i)
+                out.errors.append(FieldError(i, cat.column, reason, value))
+                out.bad_rows.add(i)
             if unseen_values:
-                unseen[cat.column] = len(unseen_values)
-                idx = [i for i, _ in unseen_values]
-                unseen_mask[idx] = True
+                out.unseen[cat.column] = len(unseen_values)
+                unseen_mask[[i for i, _ in unseen_values]] = True
                 if reject_unseen:
                     allowed = ", ".join(cat.levels)
                     for i, value in unseen_values:
-                        errors.append(
+                        out.errors.append(
                             FieldError(i, cat.column, f"unknown category; allowed: {allowed}", value)
                         )
-                        bad.add(i)
+                        out.bad_rows.add(i)
             for feature, level in cat.dummies.items():
                 indicator = (codes < 0) if level == MISSING_CODE else (codes == level)
                 contributions[feature] = indicator.astype(np.float64)
                 columns[feature] = indicator.astype(np.int64)
-        for name, a, b in self.products:
-            columns[name] = contributions[name] = contributions[a] * contributions[b]
-        for feature, coef in zip(self.features, self.coefficients, strict=True):
-            eta += coef * contributions[feature]
-        with np.errstate(over="ignore"):  # exp overflow -> inf -> phat 0.0, the correct limit
-            phat = 1.0 / (1.0 + np.exp(-eta))
-        outcome = (phat > self.cutoff).astype(np.int64)
-        errors.sort(key=lambda e: (e.row if e.row is not None else -1, e.field or ""))
-        return Scored(
-            columns={k: v.tolist() for k, v in columns.items()},
-            phat=phat.tolist(),
-            outcome=outcome.tolist(),
-            errors=errors,
-            bad_rows=bad,
-            unseen=unseen,
-            unseen_rows=int(unseen_mask.sum()),
-            numeric_values=numeric_values,
-            category_codes=codes_by_column,
-        )
+        return unseen_mask
+
+    def _range_errors(
+        self, batch: Batch, rows: list[int], contributions: dict[str, np.ndarray], out: Scored
+    ) -> None:
+        """An error for each field to blame in each row whose logit is not finite: a contribution
+        (coefficient x model input) that is not finite, or one big enough to take part in the overflow
+        (the sum of the inputs' contributions can only pass the float range if one passes its share)."""
+        share = FLOAT_MAX / len(self.features)
+        for i in rows:
+            row = batch.rows[i]
+            blamed: dict[str, None] = {}
+            for feature, coef in zip(self.features, self.coefficients, strict=True):
+                if not abs(coef * float(contributions[feature][i])) <= share:  # NaN is not <= either
+                    blamed.update(dict.fromkeys(self._sources[feature]))
+            for column in blamed:
+                out.errors.append(FieldError(i, column, OUT_OF_RANGE, truncate(row.get(column))))
+            out.bad_rows.add(i)
 
     def records(self, scored: Scored) -> list[dict[str, Any]]:
         """Rows as dicts with keys in alphabetical order (the API contract)."""

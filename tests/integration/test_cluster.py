@@ -279,7 +279,9 @@ def test_redis_stopped_under_load_then_started_again(cluster: Cluster, row_reque
         return bool(request(cluster, "POST", "/predict", body)[1].get("x-cache") == "hit")
 
     assert wait_until(resumed, 15.0, 0.5)
-    with redis.Redis.from_url(cluster.config.redis_url or "") as client:
+    with redis.Redis.from_url(
+        cluster.config.redis_url or "", password=cluster.config.redis_password()
+    ) as client:
         assert int(client.dbsize()) > 0
 
 

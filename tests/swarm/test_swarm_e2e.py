@@ -140,12 +140,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     key = secrets.token_hex(24)
     keys_file = work / "api-keys.map"
     keys_file.write_text(f'"{key}" e2e;\n')
+    for name in ("redis_password", "cache_secret"):  # Redis asks for the one; replicas sign with the other
+        (work / name).write_text(secrets.token_hex(32) + "\n")
     env = {
         **os.environ,
         "PROPENSITY_API_IMAGE": image,
         "PROPENSITY_TESTINFRA_IMAGE": testinfra,
         "PROPENSITY_ARTIFACTS_DIR": str(registry.root),
         "PROPENSITY_API_KEYS_FILE": str(keys_file),
+        "PROPENSITY_REDIS_PASSWORD_FILE": str(work / "redis_password"),
+        "PROPENSITY_CACHE_SECRET_FILE": str(work / "cache_secret"),
     }
     models = {v: CompiledModel.from_artifact(registry.load(v)) for v in ("v1", "v2")}
     cases = make_cases(key, models["v1"], n_single=150, n_batch=50)

@@ -10,9 +10,12 @@ breaker skips Redis, and a store is queued and dropped without waiting.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
+
+from pydantic import SecretStr
 
 from service.model.registry import Registry
 from service.monitoring.drift_monitor import DriftMonitor
@@ -74,7 +77,8 @@ def _hung_redis(ctx: Context) -> dict[str, Any]:
     """Lookup and store times (seconds) against a Redis that stopped answering."""
     logging.getLogger("propensity.cache").setLevel(logging.ERROR)  # the timeouts here are on purpose
     with RedisServer(ctx.workdir / "redis") as redis:
-        settings = Settings(redis_url=redis.url, artifacts_dir=ctx.registry_dir)
+        secret = SecretStr(secrets.token_hex(32))  # a Redis cache signs its values
+        settings = Settings(redis_url=redis.url, cache_secret=secret, artifacts_dir=ctx.registry_dir)
         cache = RedisCache(settings, Metrics())
         try:
             cache.get(["warm"])  # the connection exists before Redis hangs

@@ -367,6 +367,15 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 ),
                 bars=True,
             ),
+            ts(
+                "Replicas behind their alias",
+                q(f"max by (instance) (propensity_model_behind_alias{{{API}}})", "{{instance}}"),
+                steps=((0, "green"), (1, "red")),
+                about="1: a worker does not serve what its alias names (the version failed to load or the "
+                "registry is unreadable); it keeps its verified version and retries with backoff.",
+                lo=0,
+                hi=1,
+            ),
         ],
     ),
     (

@@ -142,6 +142,61 @@ CASES: list[tuple[str, bytes, dict[str, str], int, str, list[tuple[int | None, s
         "invalid-rows",
         [(0, "x12", "money")],
     ),
+    # finite values whose logit is not finite (issue 12): named, never "phat": null
+    (
+        "overflow after scaling",
+        orjson.dumps(row(x44=1e308, x91=1e308)),
+        JSON,
+        422,
+        "invalid-rows",
+        [(0, "x44", "out of the range"), (0, "x91", "out of the range")],
+    ),
+    (
+        "overflow in a big batch",
+        orjson.dumps([ROW] * 50 + [row(x53="-1e308")]),
+        JSON,
+        422,
+        "invalid-rows",
+        [(50, "x53", "out of the range")],
+    ),
+    # hostile shapes (issue 12): the column decoder's failures are input errors, and a boolean is read by it
+    ("nested 100,000 deep", b"[" * 100_000 + b"]" * 100_000, JSON, 400, "malformed-json", []),
+    (
+        "nested 1,000 deep in a big body",
+        b"[" + b",".join([orjson.dumps(ROW)] * 50) + b', {"z": ' + b"[" * 1000 + b"]" * 1000 + b"}]",
+        JSON,
+        400,
+        "malformed-json",
+        [],
+    ),
+    (
+        "nested 1,000 deep in a value",
+        orjson.dumps({k: v for k, v in ROW.items() if k != "x91"})[:-1]
+        + b', "x91": '
+        + b"[" * 1000
+        + b"]" * 1000
+        + b"}",
+        JSON,
+        422,
+        "invalid-rows",
+        [(0, "x91", "got an array")],
+    ),
+    (
+        "boolean in a big body",
+        orjson.dumps([ROW] * 50 + [row(x44=True)]),
+        JSON,
+        422,
+        "invalid-rows",
+        [(50, "x44", "got a boolean")],
+    ),
+    (
+        "not utf-8 in a big body",
+        orjson.dumps([ROW] * 50)[:-1] + b', {"x5": "\xff"}]',
+        JSON,
+        400,
+        "malformed-json",
+        [],
+    ),
 ]
 
 

@@ -97,7 +97,7 @@ def test_normalised_keys(compiled: CompiledModel, rows: list[dict[str, Any]]) ->
     spaced = orjson.dumps([dict(reversed(list(r.items()))) for r in rows[:3]], option=orjson.OPT_INDENT_2)
     a, b = decode_rows(compact, max_rows=10, max_errors=10), decode_rows(spaced, max_rows=10, max_errors=10)
     assert a.normalised_key(SHA) == b.normalised_key(SHA) == normalised_key(SHA, rows[:3])
-    assert a.normalised_key(SHA).startswith(f"propensity:{SHA[:16]}:norm:")
+    assert str(a.normalised_key(SHA)).startswith(f"propensity:{SHA[:16]}:norm:")
     one = decode_rows(orjson.dumps(rows[0]), max_rows=10, max_errors=10)
     listed = decode_rows(orjson.dumps([rows[0]]), max_rows=10, max_errors=10)
     assert one.normalised_key(SHA) == normalised_key(SHA, rows[0]) != listed.normalised_key(SHA)

@@ -15,7 +15,16 @@ import pytest
 
 from tools import procs
 from tools.cluster import Cluster, ClusterError, check_nginx_conf
-from tools.cluster_config import ClusterConfig, nginx_conf, ports_in_use, prometheus_yml, render
+from tools.cluster_config import (
+    ClusterConfig,
+    nginx_conf,
+    ports_in_use,
+    prometheus_yml,
+    redis_conf,
+    render,
+    write_private,
+    write_secrets,
+)
 
 needs_nginx = pytest.mark.skipif(
     shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin") is None, reason="needs nginx"
@@ -78,6 +87,57 @@ def test_config_rejects_overlapping_ports_and_round_trips_json(tmp_path: Path) -
     assert ClusterConfig.from_json(json.loads(json.dumps(c.to_json()))) == c
     assert c.ports()["replica-3"] == 8003 and c.redis_url == "redis://127.0.0.1:6390/0"
     assert dataclasses.replace(c, redis=False).redis_url is None
+
+
+needs_redis_and_prometheus = pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("prometheus") is None,
+    reason="needs redis-server and prometheus (their commands name the programs' paths)",
+)
+
+
+@needs_redis_and_prometheus
+def test_redis_asks_for_a_generated_password_that_no_command_line_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = config(tmp_path, replicas=2)
+    write_secrets(c)
+    password, secret = c.redis_password(), c.cache_secret_file.read_text().strip()
+    assert len(password) == len(secret) == 64 and password != secret
+    for path in (c.redis_password_file, c.cache_secret_file):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    write_secrets(c)  # a restart keeps them: Redis and every replica must agree
+    assert c.redis_password() == password
+    conf = redis_conf(c)
+    assert f"requirepass {password}\n" in conf and "bind 127.0.0.1\nport 6390\n" in conf
+    c.redis_conf_file.write_text("# an older, readable one\n")
+    c.redis_conf_file.chmod(0o644)
+    write_private(c.redis_conf_file, conf)
+    assert c.redis_conf_file.stat().st_mode & 0o777 == 0o600 and c.redis_conf_file.read_text() == conf
+
+    monkeypatch.setenv("PROPENSITY_CACHE_SECRET", "the caller's, not the cluster's")
+    cluster = Cluster(c)
+    redis_argv, _ = cluster._command("redis")
+    assert redis_argv[1:] == [str(c.redis_conf_file)]
+    replica_argv, env = cluster._command("replica-1")
+    assert env["PROPENSITY_REDIS_URL"] == "redis://127.0.0.1:6390/0"  # no password in the URL
+    assert env["PROPENSITY_REDIS_PASSWORD_FILE"] == str(c.redis_password_file)
+    assert env["PROPENSITY_CACHE_SECRET_FILE"] == str(c.cache_secret_file)
+    assert "PROPENSITY_CACHE_SECRET" not in env
+    for argv in (redis_argv, replica_argv, cluster._command("prometheus")[0]):
+        assert not any(password in arg or secret in arg for arg in argv)
+    assert not any(password in value or secret in value for value in env.values())
+    prometheus = cluster._command("prometheus")[0]
+    assert not any(arg.startswith("--web.enable-lifecycle") for arg in prometheus)  # no /-/reload, /-/quit
+    no_redis = Cluster(dataclasses.replace(c, redis=False))._command("replica-1")[1]
+    assert "PROPENSITY_REDIS_URL" not in no_redis and "PROPENSITY_CACHE_SECRET_FILE" not in no_redis
+
+
+def test_redis_conf_refuses_a_password_it_cannot_write_safely(tmp_path: Path) -> None:
+    c = config(tmp_path)
+    c.secrets_dir.mkdir(parents=True)
+    c.redis_password_file.write_text("two words\n")
+    with pytest.raises(ValueError, match="letters and digits only"):
+        redis_conf(c)
 
 
 def test_up_refuses_politely_when_a_port_is_taken(tmp_path: Path) -> None:

@@ -60,11 +60,15 @@ def test_hadolint(dockerfile: str) -> None:
 def stack_env(tmp_path: Path) -> dict[str, str]:
     keys = tmp_path / "api-keys.map"
     keys.write_text(f'"{secrets.token_hex(24)}" static-check;\n')
+    for name in ("redis_password", "cache_secret"):
+        (tmp_path / name).write_text(secrets.token_hex(32) + "\n")
     return {
         **os.environ,
         "PROPENSITY_API_IMAGE": "registry.example.com/propensity-api:1.0.0",
         "PROPENSITY_ARTIFACTS_DIR": str(tmp_path),
         "PROPENSITY_API_KEYS_FILE": str(keys),
+        "PROPENSITY_REDIS_PASSWORD_FILE": str(tmp_path / "redis_password"),
+        "PROPENSITY_CACHE_SECRET_FILE": str(tmp_path / "cache_secret"),
     }
 
 
@@ -171,6 +175,8 @@ def test_config_digests_follow_the_files(tmp_path: Path) -> None:
         "CONFIG_DIGEST_PROMETHEUS_YML",
         "CONFIG_DIGEST_ALERTS_YML",
         "SECRET_DIGEST_API_KEYS",
+        "SECRET_DIGEST_REDIS_PASSWORD",
+        "SECRET_DIGEST_CACHE_SECRET",
     }
     Path(env["PROPENSITY_API_KEYS_FILE"]).write_text('"another-key" other;\n')
     changed = digest_env(TEST, env)
@@ -180,6 +186,68 @@ def test_config_digests_follow_the_files(tmp_path: Path) -> None:
         "CONFIG_DIGEST_NGINX_CONF",
         "CONFIG_DIGEST_GRAFANA_DASHBOARD_PROPENSITY",
     }
+
+
+# --- trust: Redis's password, the cache secret, Prometheus's lifecycle API -----------------------------
+SECRETS_DIR = "/run/secrets"
+
+
+@pytest.mark.parametrize("path", [PROD, TEST], ids=["production", "test"])
+def test_redis_asks_for_the_secrets_password_and_the_api_signs_with_a_secret(
+    path: Path, tmp_path: Path
+) -> None:
+    config = stack_config(path, stack_env(tmp_path))
+    services = config["services"]
+    api, redis = services["api"], services["redis"]
+    env = api["environment"]
+    assert "@" not in env["PROPENSITY_REDIS_URL"]  # no password in the URL (docker inspect shows the env)
+    assert env["PROPENSITY_REDIS_PASSWORD_FILE"] == f"{SECRETS_DIR}/redis_password"
+    assert env["PROPENSITY_CACHE_SECRET_FILE"] == f"{SECRETS_DIR}/cache_secret"
+    assert not any("PASSWORD" in k and not k.endswith("_FILE") for k in env)
+    fields = {f"PROPENSITY_{name.upper()}" for name in Settings.model_fields}
+    assert {k for k in env if k.startswith("PROPENSITY_")} <= fields  # every name is a setting
+    assert {s["source"] for s in api["secrets"]} == {"redis_password", "cache_secret"}
+    assert [s["source"] for s in redis["secrets"]] == ["redis_password"]
+    assert redis["user"] == "redis"  # `sh -c` keeps the image's entrypoint from dropping root itself
+    shell, flag, script = redis["command"]
+    assert (shell, flag) == ("sh", "-c")
+    assert script.startswith("exec redis-server - ")  # redis-server is pid 1 (gets SIGTERM), config on stdin
+    assert f"<<EOF\nrequirepass $(cat {SECRETS_DIR}/redis_password)\nEOF\n" in script
+    check = redis["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL" and "redis-cli" in check[1]
+    assert check[1].startswith(f'REDISCLI_AUTH="$(cat {SECRETS_DIR}/redis_password)" ')
+    assert check[1].endswith("ping | grep -q PONG")  # redis-cli exits 0 on NOAUTH: the reply decides
+    if path == PROD:
+        for name in ("redis_password", "cache_secret"):
+            assert config["secrets"][name]["external"] is True
+    else:
+        assert config["secrets"]["redis_password"]["file"] == str(tmp_path / "redis_password")
+        assert config["secrets"]["cache_secret"]["file"] == str(tmp_path / "cache_secret")
+
+
+def test_both_stacks_start_redis_alike_and_prometheus_without_the_lifecycle_api(tmp_path: Path) -> None:
+    prod = stack_config(PROD, stack_env(tmp_path))["services"]
+    test = stack_config(TEST, stack_env(tmp_path))["services"]
+    loopback = "--bind 127.0.0.1 --port 18379 "
+    assert loopback in test["redis"]["command"][2]
+    assert test["redis"]["command"][2].replace(loopback, "") == prod["redis"]["command"][2]
+    assert (
+        test["redis"]["healthcheck"]["test"][1].replace("-p 18379 ", "")
+        == (prod["redis"]["healthcheck"]["test"][1])
+    )
+    for services in (prod, test):
+        command = services["prometheus"]["command"]
+        # /-/reload and /-/quit would take a POST from anything that reaches Prometheus; a changed config
+        # deploys under a new name, which restarts the task instead
+        assert not any(arg.startswith("--web.enable-lifecycle") for arg in command), command
+
+
+def test_nothing_reloads_prometheus_over_http() -> None:
+    """With the lifecycle API off, a /-/reload or /-/quit call would fail: nothing may rely on one."""
+    sources = [*(REPO / "tools").rglob("*.py"), *(REPO / "service").rglob("*.py"), REPO / "Makefile"]
+    sources += [*(REPO / "deploy").rglob("*.mk"), *(REPO / "tests" / "swarm").rglob("*.py")]
+    callers = [str(p) for p in sources if "/-/reload" in p.read_text() or "/-/quit" in p.read_text()]
+    assert callers == []
 
 
 def test_interpolation_follows_compose() -> None:
