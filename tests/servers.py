@@ -81,15 +81,10 @@ class Server:
         self.stop()
 
 
-def start_server(
-    artifacts: Path,
-    log_dir: Path,
-    *,
-    workers: int = 2,
-    env: dict[str, str] | None = None,
-    timeout: float = 60.0,
+def launch_server(
+    artifacts: Path, log_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None
 ) -> Server:
-    """A `propensity serve` whose every worker answers /health/ready; stopped again if it never does."""
+    """A `propensity serve` on a free port, in its own session, its output in `log_dir`; not waited for."""
     port = free_port()
     log = log_dir / f"serve-{port}.log"
     full_env = {
@@ -107,7 +102,19 @@ def start_server(
             env=full_env,
             start_new_session=True,
         )
-    server = Server(process, port, log)
+    return Server(process, port, log)
+
+
+def start_server(
+    artifacts: Path,
+    log_dir: Path,
+    *,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Server:
+    """A `propensity serve` whose every worker answers /health/ready; stopped again if it never does."""
+    server = launch_server(artifacts, log_dir, workers=workers, env=env)
     try:
         _wait_ready(server, workers, timeout)
     except BaseException:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,8 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.model.notebook_import import import_notebook
 from service.model.registry import ALIASES_FILE, Registry
 from service.model.schema import example_rows
-from tests.conftest import free_port
-from tests.servers import PROPENSITY, Server, stop_process, tail, wait_until
+from tests.servers import Server, launch_server, stop_process, tail, wait_until
 
 WORKERS = 2
 DEADLINE = 60.0
@@ -54,24 +52,8 @@ def registry(tmp_path: Path, template: Registry) -> Registry:
 def start_live_server(registry: Registry, log_dir: Path) -> Server:
     """A `propensity serve` whose workers have all started; unlike tests.servers.start_server, it does not
     wait for them to be ready (a worker without a loadable model still answers /health/live)."""
-    port = free_port()
-    log = log_dir / f"serve-{port}.log"
-    env = {
-        **os.environ,
-        "PROPENSITY_ARTIFACTS_DIR": str(registry.root),
-        "PROPENSITY_HOST": "127.0.0.1",
-        **ENV,
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with log.open("wb") as fh:
-        process = subprocess.Popen(
-            [PROPENSITY, "serve", "--port", str(port), "--workers", str(WORKERS)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    server = Server(process, port, log)
+    server = launch_server(registry.root, log_dir, workers=WORKERS, env=ENV)
+    process, log = server.process, server.log
     if not wait_until(
         lambda: process.poll() is None and metric(server, "propensity_workers") == WORKERS, DEADLINE
     ):
