@@ -32,6 +32,7 @@ from service.serving.metric_buffer import MetricBuffer
 from service.serving.metrics import Metrics
 from service.serving.observe import ScoringMetrics, ScoringObserver
 from service.serving.pipeline import ScoringPipeline
+from service.serving.turns import SmallCallsFirst
 from service.settings import Settings
 
 log = logging.getLogger("propensity.api")
@@ -39,17 +40,27 @@ ROUTES = {"/predict", "/health/live", "/health/ready", "/model", "/metrics", "/d
 
 
 class ObservabilityMiddleware:
-    """Pure ASGI: request id, in-flight gauge, requests by route/status, end-to-end latency.
+    """Pure ASGI: request id, in-flight gauge, requests by route/status, end-to-end latency; and the
+    count of small calls in flight, which big calls in worker threads step aside for (SmallCallsFirst).
 
     One log line with the request id for every error and every slow request; for every request only
     with `access_log` (nginx's JSON access log already has each id, and a line per request is not free).
     """
 
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, *, slow_seconds: float = 1.0, access_log: bool = False
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        *,
+        turns: SmallCallsFirst,
+        small_below_bytes: int,
+        slow_seconds: float = 1.0,
+        access_log: bool = False,
     ) -> None:
         self.app = app
         self.metrics = metrics
+        self.turns = turns
+        self.small_below_bytes = small_below_bytes
         self.slow_seconds = slow_seconds
         self.access_log = access_log
 
@@ -61,10 +72,14 @@ class ObservabilityMiddleware:
         path = scope["path"]
         route = path if path in ROUTES else "other"
         request_id = ""
+        small = True  # no body, or one the pipeline answers on the loop
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:128]
-                break
+            elif name == b"content-length":
+                small = value.isdigit() and int(value) < self.small_below_bytes
+            elif name == b"transfer-encoding":
+                small = False  # chunked: of unknown size
         if not request_id:
             request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
@@ -81,9 +96,14 @@ class ObservabilityMiddleware:
         metrics = self.metrics
         buffer = metrics.buffer
         buffer.inc(metrics.in_flight, 1)
+        turns = self.turns
+        if small:
+            turns.begin()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            if small:
+                turns.end()
             elapsed = time.perf_counter() - started
             buffer.inc(metrics.in_flight, -1)
             count, latency = metrics.request_children(route, scope["method"], status)
@@ -172,7 +192,12 @@ def build_cache(settings: Settings, metrics: Metrics) -> ResponseCache | None:
     return LRUCache(settings.cache_lru_max_bytes, settings.cache_max_value_bytes)
 
 
-def build_state(settings: Settings, metrics: Metrics, registry: Registry | None) -> AppState:
+def build_state(
+    settings: Settings,
+    metrics: Metrics,
+    registry: Registry | None,
+    turns: SmallCallsFirst | None = None,
+) -> AppState:
     """The services of one app: the model holder, the cache, the drift monitor and the pipeline over them."""
     holder = ModelHolder(settings, metrics, registry)
     drift = DriftMonitor(settings, metrics) if settings.drift_enabled else None
@@ -181,7 +206,9 @@ def build_state(settings: Settings, metrics: Metrics, registry: Registry | None)
     if drift is not None:
         observers.append(drift)
     codec = JsonRows(max_rows=settings.max_rows, max_errors=settings.max_errors_listed)
-    pipeline = ScoringPipeline(settings, metrics, holder, codec, cache=cache, observers=observers)
+    pipeline = ScoringPipeline(
+        settings, metrics, holder, codec, cache=cache, observers=observers, turns=turns
+    )
     return AppState(settings, metrics, holder, pipeline, cache, drift)
 
 
@@ -200,7 +227,8 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     metrics = metrics or Metrics(flush_interval=settings.metrics_flush_seconds)
-    state = build_state(settings, metrics, registry)
+    turns = SmallCallsFirst()
+    state = build_state(settings, metrics, registry, turns)
     holder, drift = state.holder, state.drift
 
     @asynccontextmanager
@@ -232,6 +260,8 @@ def create_app(
     app.add_middleware(
         ObservabilityMiddleware,
         metrics=metrics,
+        turns=turns,
+        small_below_bytes=state.pipeline.offload_min_bytes,
         slow_seconds=settings.slow_request_seconds,
         access_log=settings.access_log,
     )

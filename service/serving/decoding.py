@@ -12,7 +12,7 @@ its repr), which is all the error that reports it needs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -28,6 +28,7 @@ from service.errors import (
 )
 from service.model.parsing import MAX_ECHO
 from service.serving.batch import ColumnBatch, JsonBatch
+from service.serving.turns import no_pause
 
 
 def check_content_type(value: str | None) -> None:
@@ -225,9 +226,12 @@ class ColumnDecoder:
         row = msgspec.defstruct("Row", fields, gc=False, namespace={"get": _struct_get})
         return msgspec.json.Decoder(list[row] | row), msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
 
-    def decode(self, body: bytes, *, max_rows: int) -> ColumnBatch | None:
+    def decode(
+        self, body: bytes, *, max_rows: int, pause: Callable[[], None] = no_pause
+    ) -> ColumnBatch | None:
+        """`pause` is called between two slices (a worker thread lets small calls go first there)."""
         try:
-            payload = self._sliced(body) if self._sliceable(body) else None
+            payload = self._sliced(body, pause) if self._sliceable(body) else None
             if payload is None:
                 payload = self._whole(body)
         except RecursionError:
@@ -251,13 +255,14 @@ class ColumnDecoder:
     def _sliceable(self, body: bytes) -> bool:
         return len(body) >= 2 * self.slice_bytes and body[:16].lstrip()[:1] == b"["
 
-    def _sliced(self, body: bytes) -> list[Any] | None:
+    def _sliced(self, body: bytes, pause: Callable[[], None] = no_pause) -> list[Any] | None:
         """The array's rows, decoded slice by slice (a slice with an array or object where a value belongs
         is read again, alone); None when a slice does not decode (the whole body is then decoded at once
         and gives the verdict, as for a body too small to slice)."""
         rows: list[Any] = []
         try:
             for piece in row_slices(body, self.slice_bytes):
+                pause()
                 try:
                     rows += self._scalar_rows.decode(piece)
                 except msgspec.ValidationError:

@@ -8,6 +8,7 @@ cannot be scored comes back as {"errors": [...], "row": i}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ import orjson
 from service.serving.batch import Batch
 from service.serving.decoding import check_content_type, decode_rows
 from service.serving.scorer import CompiledModel, Scored
+from service.serving.turns import no_pause
 
 # Bodies at least this large are decoded by columns (msgspec skips the 90 unused keys); below it a full
 # orjson decode is cheap and keeps unknown-key counting exact.
@@ -24,13 +26,17 @@ COLUMN_DECODE_MIN_BYTES = 64 * 1024
 ENCODE_SLICE_ROWS = 1000
 
 
-def dumps_rows(records: list[Any], slice_rows: int = ENCODE_SLICE_ROWS) -> bytes:
-    """orjson.dumps(records), the same bytes, encoded `slice_rows` records at a time."""
+def dumps_rows(
+    records: list[Any], slice_rows: int = ENCODE_SLICE_ROWS, pause: Callable[[], None] = no_pause
+) -> bytes:
+    """orjson.dumps(records), the same bytes, encoded `slice_rows` records at a time (`pause` between
+    two slices)."""
     if len(records) <= slice_rows:
         return orjson.dumps(records)
     pieces: list[bytes | memoryview] = [b"["]
     for i in range(0, len(records), slice_rows):
         if i:
+            pause()
             pieces.append(b",")
         pieces.append(memoryview(orjson.dumps(records[i : i + slice_rows]))[1:-1])  # without its [ ]
     pieces.append(b"]")
@@ -51,14 +57,16 @@ class JsonRows:
     def check_media_type(self, content_type: str | None) -> None:
         check_content_type(content_type)
 
-    def decode(self, model: CompiledModel, data: bytes) -> Batch:
+    def decode(self, model: CompiledModel, data: bytes, pause: Callable[[], None] = no_pause) -> Batch:
         if len(data) >= self.column_decode_min_bytes:  # big batches: decode only the model's columns
-            batch = model.column_decoder.decode(data, max_rows=self.max_rows)
+            batch = model.column_decoder.decode(data, max_rows=self.max_rows, pause=pause)
             if batch is not None:
                 return batch
         return decode_rows(data, max_rows=self.max_rows, max_errors=self.max_errors)
 
-    def encode(self, model: CompiledModel, batch: Batch, scored: Scored) -> bytes:
+    def encode(
+        self, model: CompiledModel, batch: Batch, scored: Scored, pause: Callable[[], None] = no_pause
+    ) -> bytes:
         records: list[Any] = model.records(scored)
         if scored.bad_rows:
             by_row: dict[int, list[dict[str, Any]]] = {}
@@ -68,4 +76,4 @@ class JsonRows:
                 )
             for i in scored.bad_rows:
                 records[i] = {"errors": by_row[i], "row": i}
-        return orjson.dumps(records[0]) if batch.single else dumps_rows(records)
+        return orjson.dumps(records[0]) if batch.single else dumps_rows(records, pause=pause)

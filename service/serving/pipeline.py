@@ -17,7 +17,9 @@ from a smaller body; at most `offload_threads` such calls run at a time per proc
 on the same worker is then answered while a 10,000-row batch is being scored, and the single-row path
 pays no thread hop. Work in a thread records its metric updates and scored batches into a buffer of
 its own; the loop takes them over when the thread is done (the worker's buffer and the observers are
-event-loop only, so they need no lock). The caches are thread-safe.
+event-loop only, so they need no lock). The caches are thread-safe. A call in a thread for its body's
+size steps aside at each boundary between two slices of its work while small calls are in flight on the
+loop (service/serving/turns.py), so that they do not wait for the GIL at every turn of the loop.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from service.serving.metric_buffer import MetricBuffer
 from service.serving.metrics import Metrics
 from service.serving.observe import Scoring, ScoringObserver
 from service.serving.scorer import CompiledModel, Scored
+from service.serving.turns import SmallCallsFirst, no_pause
 from service.settings import BatchErrorPolicy, Settings, UnseenCategoryPolicy
 
 # Below these a call costs less on the loop than a thread hop would; above, it could hold the loop for
@@ -67,9 +70,11 @@ class Codec(Protocol):
 
     def check_media_type(self, content_type: str | None) -> None: ...
 
-    def decode(self, model: CompiledModel, data: bytes) -> Batch: ...
+    def decode(self, model: CompiledModel, data: bytes, pause: Callable[[], None] = ...) -> Batch: ...
 
-    def encode(self, model: CompiledModel, batch: Batch, scored: Scored) -> bytes: ...
+    def encode(
+        self, model: CompiledModel, batch: Batch, scored: Scored, pause: Callable[[], None] = ...
+    ) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -108,11 +113,18 @@ class Answer:
 
 
 class _Recorder:
-    """Where a call's metric updates and scored batches go: the worker's buffer and its observers."""
+    """Where a call's metric updates and scored batches go: the worker's buffer and its observers; and
+    how the call pauses between two slices of its work (never, on the event loop)."""
 
-    def __init__(self, buffer: MetricBuffer, observers: Sequence[ScoringObserver]) -> None:
+    def __init__(
+        self,
+        buffer: MetricBuffer,
+        observers: Sequence[ScoringObserver],
+        pause: Callable[[], None] = no_pause,
+    ) -> None:
         self.buffer = buffer
         self.observers = tuple(observers)
+        self.pause = pause
 
     def scored(self, event: Scoring) -> None:
         for observer in self.observers:
@@ -125,10 +137,11 @@ class _Recorder:
 
 
 class _Held(_Recorder):
-    """For a call in a worker thread: its own buffer, and its scored batches kept for the loop."""
+    """For a call in a worker thread: its own buffer, its scored batches kept for the loop, and pauses
+    that let the loop's small calls go first."""
 
-    def __init__(self) -> None:
-        super().__init__(MetricBuffer(), ())
+    def __init__(self, pause: Callable[[], None]) -> None:
+        super().__init__(MetricBuffer(), (), pause)
         self.events: list[Scoring] = []
 
     def scored(self, event: Scoring) -> None:
@@ -158,6 +171,7 @@ class ScoringPipeline:
         offload_min_bytes: int = OFFLOAD_MIN_BYTES,
         offload_min_rows: int = OFFLOAD_MIN_ROWS,
         offload_threads: int = OFFLOAD_THREADS,
+        turns: SmallCallsFirst | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -167,6 +181,7 @@ class ScoringPipeline:
         self.offload_min_bytes = offload_min_bytes
         self.offload_min_rows = offload_min_rows
         self._limiter = anyio.CapacityLimiter(offload_threads)
+        self._pause = turns.pause if turns is not None else no_pause
         self.cache = cache
         self._caching = cache is not None
         self._cache: ResponseCache = cache if cache is not None else _NoCache()  # never None: no checks below
@@ -201,14 +216,17 @@ class ScoringPipeline:
             if hit is not None:
                 return hit
         if body.size >= self.offload_min_bytes:
-            return await self._offload(self._decode_and_answer, call, body, raw, accepts_gzip)
+            held = _Held(self._pause)
+            return await self._offload(held, self._decode_and_answer, call, body, raw, accepts_gzip)
         batch = self.codec.decode(call.model, body.joined())
         if len(batch) >= self.offload_min_rows:
-            return await self._offload(self._answer, call, batch, raw, accepts_gzip)
+            # A small body with many rows: it counts as a small call itself (SmallCallsFirst), so it
+            # must not step aside for small calls.
+            held = _Held(no_pause)
+            return await self._offload(held, self._answer, call, batch, raw, accepts_gzip)
         return self._answer(call, batch, raw, accepts_gzip, self._direct)
 
-    async def _offload(self, work: Callable[..., Answer], *args: Any) -> Answer:
-        held = _Held()
+    async def _offload(self, held: _Held, work: Callable[..., Answer], *args: Any) -> Answer:
         try:
             return await anyio.to_thread.run_sync(partial(work, *args, held), limiter=self._limiter)
         finally:
@@ -218,7 +236,8 @@ class ScoringPipeline:
     def _decode_and_answer(
         self, call: Call, body: Body, raw: str | None, accepts_gzip: bool, rec: _Recorder
     ) -> Answer:
-        batch = self.codec.decode(call.model, body.joined())
+        batch = self.codec.decode(call.model, body.joined(), rec.pause)
+        rec.pause()
         return self._answer(call, batch, raw, accepts_gzip, rec)
 
     def _answer(
@@ -242,7 +261,8 @@ class ScoringPipeline:
         scored = self._score(model, batch, headers, buffer)
         scored_at = time.perf_counter()
         buffer.observe(self._score_stage, scored_at - decoded_at)
-        out = self.codec.encode(model, batch, scored)
+        rec.pause()
+        out = self.codec.encode(model, batch, scored, rec.pause)
         if scored.bad_rows:
             headers["X-Rejected-Rows"] = str(len(scored.bad_rows))
         buffer.observe(self._encode_stage, time.perf_counter() - scored_at)

@@ -17,12 +17,14 @@ from service.model.registry import Registry
 from service.model.schema import example_rows
 from service.serving.batch import Batch
 from service.serving.cache import LRUCache, columns_key, normalised_key, raw_key
+from service.serving.decoding import row_slices
 from service.serving.holder import ModelHolder
-from service.serving.json_rows import JsonRows
+from service.serving.json_rows import ENCODE_SLICE_ROWS, JsonRows
 from service.serving.metrics import Metrics
 from service.serving.observe import Scoring, ScoringMetrics
 from service.serving.pipeline import OFFLOAD_MIN_ROWS, Answer, Body, ScoringPipeline
 from service.serving.scorer import CompiledModel, Scored
+from service.serving.turns import SmallCallsFirst
 from service.settings import BatchErrorPolicy, Settings
 
 JSON = "application/json"
@@ -287,3 +289,41 @@ def test_an_error_off_the_loop_is_raised_and_its_metrics_kept(approved_registry:
     assert metrics.registry.get_sample_value("propensity_unseen_categories_total", {"column": "x31"}) == 1.0
     assert metrics.registry.get_sample_value("propensity_unknown_keys_total") == 1.0
     assert metrics.registry.get_sample_value("propensity_rows_scored_total") == 0.0
+
+
+class CountingTurns(SmallCallsFirst):
+    """Records the threads its pauses ran on (and never waits)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_pause_seconds=0)
+        self.paused_on: list[int] = []
+
+    def pause(self) -> None:
+        self.paused_on.append(threading.get_ident())
+
+
+def test_a_call_off_the_loop_for_its_size_pauses_between_slices(approved_registry: Registry) -> None:
+    settings = Settings(artifacts_dir=approved_registry.root, reload_interval_seconds=0)
+    metrics = Metrics(CollectorRegistry(), flush_interval=3600)
+    holder = ModelHolder(settings, metrics, approved_registry)
+    holder.refresh()
+    turns = CountingTurns()
+    codec = JsonRows(max_rows=settings.max_rows, max_errors=settings.max_errors_listed)
+    pipeline = ScoringPipeline(settings, metrics, holder, codec, turns=turns, offload_min_rows=300)
+    model = model_of(pipeline)
+    big_body = orjson.dumps([ROWS[i % 5] for i in range(10_000)])
+    assert len(big_body) >= 2 * model.column_decoder.slice_bytes  # decoded in slices
+
+    async def scenario() -> tuple[Answer, int]:
+        await infer(pipeline, orjson.dumps(ROWS[0]))  # inline: no pause
+        await infer(pipeline, orjson.dumps([{}] * 300))  # off the loop for its rows: counted as small
+        assert turns.paused_on == []
+        return await infer(pipeline, big_body), threading.get_ident()
+
+    big, loop_thread = anyio.run(scenario)
+    assert [r["phat"] for r in orjson.loads(big.body)][:5] == pytest.approx(PHAT, abs=1e-9)
+    slices = len(list(row_slices(big_body, model.column_decoder.slice_bytes)))
+    encode_slices = 10_000 // ENCODE_SLICE_ROWS
+    # every decode slice, after decode, after score, between two encode slices
+    assert len(turns.paused_on) == slices + 2 + (encode_slices - 1)
+    assert loop_thread not in turns.paused_on
