@@ -15,7 +15,7 @@ export PROPENSITY_ARTIFACTS_DIR ?= $(CURDIR)/artifacts
 given = $(if $(filter command line environment,$(origin $(1))),$(2) $($(1)))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps serve test test-unit test-integration lint fmt bench clean
+.PHONY: help venv system-deps serve test test-unit test-integration chaos lint fmt bench clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ test-unit: venv ## tests/unit only (no lint, no coverage)
 
 test-integration: system-deps venv ## tests/integration: real gunicorn, redis-server, nginx, prometheus
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+chaos: system-deps venv ## the chaos suite: each fault under a bounded load, a table of the outcomes (in make test too)
+	$(BIN)/pytest tests/integration/chaos $(PYTEST_ARGS)
 
 bench: venv ## the benchmark: ratios measured side by side in one run (not a test)
 	$(BIN)/python -m tools.bench.run $(BENCH_ARGS)
