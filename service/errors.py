@@ -28,11 +28,18 @@ class FieldError:
 
 
 class PropensityError(Exception):
-    """Base of every error this service raises on purpose."""
+    """Base of every error this service raises on purpose.
+
+    `public`: the detail may reach an HTTP client. Server-side errors (artifacts, the registry) name paths
+    and hashes, so the API logs their detail and answers with a generic one. `close_connection`: the
+    answer ends the connection (the rest of the request cannot be trusted to arrive).
+    """
 
     status: int = 500
     kind: str = "internal"
     title: str = "Internal error"
+    public: bool = False
+    close_connection: bool = False
 
     def __init__(self, detail: str, *, errors: list[FieldError] | None = None, **extra: Any) -> None:
         super().__init__(detail)
@@ -46,6 +53,7 @@ class InputError(PropensityError):
     status = 422
     kind = "invalid-rows"
     title = "Rows cannot be scored"
+    public = True
 
 
 class MalformedJSON(InputError):
@@ -72,6 +80,15 @@ class PayloadTooLarge(InputError):
     title = "Payload too large"
 
 
+class BodyReadTimeout(InputError):
+    """The body stopped arriving (a slow or stalled client): the worker gives its budget back and closes."""
+
+    status = 408
+    kind = "body-timeout"
+    title = "Request body timeout"
+    close_connection = True
+
+
 # --- data / training ----------------------------------------------------------------------------------------
 class DataValidationError(PropensityError, ValueError):
     """Training or evaluation data that cannot be used; names the column and the first offending rows."""
@@ -79,6 +96,7 @@ class DataValidationError(PropensityError, ValueError):
     status = 422
     kind = "invalid-training-data"
     title = "Invalid training data"
+    public = True
 
 
 # --- artifacts and registry ---------------------------------------------------------------------------------
@@ -105,9 +123,33 @@ class SelfCheckFailed(ArtifactError):
 
 
 class ModelNotReady(PropensityError):
+    """No model yet, for a reason that passes on its own (still loading, the registry unreadable for a
+    moment): 503 with Retry-After."""
+
     status = 503
     kind = "not-ready"
     title = "Model not loaded yet"
+    public = True
+
+
+class ModelRefused(PropensityError):
+    """The version to serve failed its checks (sha256, loading, golden rows) and nothing else is served:
+    retrying does not help until an operator publishes (or restores) a good version. 503, no Retry-After."""
+
+    status = 503
+    kind = "model-refused"
+    title = "Model version refused"
+    public = True
+
+
+class Overloaded(PropensityError):
+    """Load shedding: admitting the request would exceed the worker's in-flight budget. 503 with
+    Retry-After, answered before the body is read."""
+
+    status = 503
+    kind = "overloaded"
+    title = "Worker at capacity"
+    public = True
 
 
 @dataclass

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A model name is one directory of the registry: no separators, no "." or "..", nothing hidden.
+MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_model_name(name: str) -> str:
+    """`name` if it is a model name, else ValueError saying what one is."""
+    if not MODEL_NAME_RE.fullmatch(name):
+        raise ValueError(
+            "a model name is 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit "
+            "(one directory of the registry)"
+        )
+    return name
 
 
 class UnseenCategoryPolicy(StrEnum):
@@ -24,9 +38,7 @@ class Settings(BaseSettings):
 
     # registry
     artifacts_dir: Path = Field(Path("artifacts"), description="Registry root: <dir>/<model>/<version>/")
-    model_name: str = Field(
-        "propensity", pattern=r"^[A-Za-z0-9_.-]+$", description="Model name in the registry"
-    )
+    model_name: str = Field("propensity", description="Model name in the registry")
     model_alias: str = Field("production", description="Alias the server follows")
     model_version: str | None = Field(None, description="Pin a version instead of following the alias")
     startup_wait_seconds: float = Field(
@@ -66,6 +78,19 @@ class Settings(BaseSettings):
     max_rows: int = Field(10_000, ge=1, description="Rows per /predict call; more -> 413")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Body size limit; more -> 413")
     max_errors_listed: int = Field(100, ge=1, description="Field errors listed in one 422 (all are counted)")
+    body_read_timeout_seconds: float = Field(
+        15.0, gt=0, description="A body that sends no bytes for this long -> 408 and the connection closes"
+    )
+
+    # load shedding, per worker (service/serving/admission.py)
+    max_inflight_rows: int = Field(
+        20_000, ge=1, description="Rows a worker holds decoded at once; a call that would exceed it -> 503"
+    )
+    max_inflight_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Body bytes a worker holds at once (from Content-Length, before reading); more -> 503",
+    )
     unseen_category_policy: UnseenCategoryPolicy = Field(
         UnseenCategoryPolicy.MISSING, description="missing: score as missing and count; reject: 422"
     )
@@ -145,8 +170,18 @@ class Settings(BaseSettings):
     retrain_data_dir: Path | None = Field(None, description="Where the scheduler looks for the newest CSV")
     retrain_every_seconds: float = Field(86_400.0, gt=0, description="Scheduler cadence")
 
+    @field_validator("model_name")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        return check_model_name(value)
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        # One request of the largest allowed size always fits on an idle worker.
+        if self.max_inflight_rows < self.max_rows:
+            raise ValueError("max_inflight_rows must be at least max_rows")
+        if self.max_inflight_bytes < self.max_body_bytes:
+            raise ValueError("max_inflight_bytes must be at least max_body_bytes")
         if self.model_version is not None and not self.model_version.startswith("v"):
             raise ValueError("model_version pins a version like 'v3'; use model_alias for an alias")
         for name in ("psi", "js", "missing", "unseen"):

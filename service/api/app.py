@@ -14,15 +14,16 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import openapi_docs
+from service.api.body import BodyReads
 from service.api.problems import problem_body, problem_response
 from service.api.routes import router
 from service.api.state import AppState
-from service.errors import PropensityError
+from service.errors import Overloaded, PropensityError
 from service.model.registry import Registry
 from service.monitoring.drift_monitor import DriftMonitor
 from service.serving.cache import LRUCache, ResponseCache
@@ -36,7 +37,16 @@ from service.serving.turns import SmallCallsFirst
 from service.settings import Settings
 
 log = logging.getLogger("propensity.api")
-ROUTES = {"/predict", "/health/live", "/health/ready", "/model", "/metrics", "/docs", "/openapi.json"}
+ROUTES = {
+    "/predict",
+    "/health/live",
+    "/health/ready",
+    "/model",
+    "/metrics",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+}
 
 
 class ObservabilityMiddleware:
@@ -129,6 +139,18 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(PropensityError)
     async def on_propensity_error(request: Request, exc: PropensityError) -> Response:
         metrics.input_errors.labels(exc.kind).inc()
+        request_id = request.scope.get("state", {}).get("request_id", "?")
+        if exc.status >= 500 and not isinstance(exc, Overloaded):  # shedding is counted, not logged
+            log.error("request_id=%s %s", request_id, exc.detail)
+        if not exc.public:  # a server-side error names paths and hashes: the log keeps them, not the body
+            body = problem_body(
+                status=exc.status,
+                kind=exc.kind,
+                title=exc.title,
+                detail=f"the server could not answer; request id {request_id}",
+                instance=_instance(request),
+            )
+            return problem_response(body)
         extra = {k: v for k, v in exc.extra.items() if k not in ("retry_after", "error_count")}
         body = problem_body(
             status=exc.status,
@@ -140,10 +162,16 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             error_count=exc.extra.get("error_count"),
             extra=extra,
         )
-        headers = {"Retry-After": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else None
-        if exc.status >= 500:
-            log.error("request_id=%s %s", request.scope.get("state", {}).get("request_id"), exc.detail)
-        return problem_response(body, headers=headers)
+        headers = {"Retry-After": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else {}
+        if exc.close_connection:
+            headers["Connection"] = "close"
+        return problem_response(body, headers=headers or None)
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # Nobody reads this answer; 499 (nginx's "client closed request") counts it in the metrics
+        # instead of a traceback in the log.
+        return Response(status_code=499)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -209,7 +237,8 @@ def build_state(
     pipeline = ScoringPipeline(
         settings, metrics, holder, codec, cache=cache, observers=observers, turns=turns
     )
-    return AppState(settings, metrics, holder, pipeline, cache, drift)
+    reads = BodyReads(settings.body_read_timeout_seconds)
+    return AppState(settings, metrics, holder, pipeline, cache, drift, reads)
 
 
 async def flush_metrics(buffer: MetricBuffer) -> None:
@@ -236,10 +265,12 @@ def create_app(
         holder.start()
         await anyio.to_thread.run_sync(holder.first_attempt.wait, settings.startup_wait_seconds)
         flusher = asyncio.create_task(flush_metrics(metrics.buffer))
+        watchdog = asyncio.create_task(state.body_reads.watch())
         try:
             yield
         finally:
             flusher.cancel()
+            watchdog.cancel()
             metrics.buffer.flush()
             holder.stop()
             if drift is not None:
@@ -253,9 +284,17 @@ def create_app(
         # Metrics are Prometheus (below); FastAPI's native OpenTelemetry would look up the global providers
         # on every request to find none configured.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Starlette would answer "/predict/" with a 307 to an absolute URL built from the Host header: a
+        # client-chosen host in a Location. Without the redirect it is a 404 problem+json.
+        redirect_slashes=False,
+        # Swagger UI and ReDoc from the app's own copies of their assets, no CDN (openapi_docs)
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=openapi_docs.operation_id,
     )
     state.attach(app)
     app.include_router(router)
+    openapi_docs.mount_offline_docs(app)
     install_error_handlers(app, metrics)
     app.add_middleware(
         ObservabilityMiddleware,

@@ -1,68 +1,207 @@
-"""OpenAPI documentation of /predict: real example requests and every error response."""
+"""The OpenAPI document's contents for the routes, and the offline Swagger UI and ReDoc pages.
+
+Every route declares its 200 with `ok(Model)` (a pydantic model of service/api/schemas.py, documentation
+only: the route still answers with its own bytes) and its errors with `problems(...)`: problem+json
+bodies, the `Problem` component. Examples are real requests and the live answers to them (checked by
+tests/unit/api/test_openapi.py). Nothing is built at import: the examples and the components are made
+when FastAPI first renders the document.
+
+The docs pages load Swagger UI and ReDoc from files the app serves itself (the `fastapi-offline`
+package's copies of swagger-ui-dist and redoc), never from a CDN: they work on an air-gapped host, and a
+Content-Security-Policy keeps the pages from fetching anything from another origin.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from importlib import resources
 from typing import Any
 
-from service.model.schema import example_rows, notebook_schema
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
 
-PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+from service.api import openapi_examples, schemas
+from service.api.problems import PROBLEM_TYPE
+from service.model.schema import CATEGORY, MONEY, PERCENT, example_rows, notebook_reference, notebook_schema
+
+REF = "#/components/schemas/{model}"
+# Models the routes refer to by $ref in problem+json answers (FastAPI puts a response `model` under the
+# route's own media type only): added to the components by `component_schemas`.
+REFERENCED_MODELS: tuple[type[BaseModel], ...] = (schemas.Problem,)
 
 
-def _one_row() -> dict[str, Any]:
-    rows: list[dict[str, Any]] = example_rows()["rows"]
-    return rows[0]
+class Lazy(Mapping[str, Any]):
+    """A mapping built on first use: FastAPI reads it only when it renders the document."""
 
+    def __init__(self, build: Callable[[], dict[str, Any]]) -> None:
+        self._build = build
+        self._data: dict[str, Any] | None = None
 
-def _all_strings() -> dict[str, Any]:
-    rows: list[dict[str, Any]] = example_rows()["rows"]
-    return rows[4]
-
-
-class _LazyExamples(dict):  # type: ignore[type-arg]
-    """Builds the examples only when FastAPI renders the schema (no work at import)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._built = False
-
-    def _build(self) -> None:
-        if not self._built:
-            self._built = True
-            super().update(
-                {
-                    "one_row": {"summary": "One row (an object)", "value": _one_row()},
-                    "all_strings": {"summary": "One row, every value a string", "value": _all_strings()},
-                    "batch": {
-                        "summary": "A batch (an array of objects)",
-                        "value": example_rows()["rows"][:3],
-                    },
-                }
-            )
-
-    def items(self):  # type: ignore[no-untyped-def]
-        self._build()
-        return super().items()
-
-    def keys(self):  # type: ignore[no-untyped-def]
-        self._build()
-        return super().keys()
-
-    def values(self):  # type: ignore[no-untyped-def]
-        self._build()
-        return super().values()
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        self._build()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._build()
-        return super().__len__()
+    def _get(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = self._build()
+        return self._data
 
     def __getitem__(self, key: str) -> Any:
-        self._build()
-        return super().__getitem__(key)
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+# --- building blocks for any route ----------------------------------------------------------------------
+MODEL_VERSION_HEADER = {
+    "X-Model-Version": {
+        "description": "The model version that answered",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+RETRY_AFTER_HEADER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}
+}
+
+
+def ok(
+    model: Any,
+    description: str,
+    *,
+    headers: dict[str, Any] | None = None,
+    examples: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A 200 answered with `model` (application/json), for a route's `responses`."""
+    out: dict[str, Any] = {"model": model, "description": description}
+    if headers:
+        out["headers"] = headers
+    if examples is not None:
+        out["content"] = {"application/json": {"examples": examples}}
+    return out
+
+
+def problem(
+    description: str, *, example: Mapping[str, Any] | None = None, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An error answered with a problem+json body."""
+    content: dict[str, Any] = {"schema": {"$ref": REF.format(model="Problem")}}
+    if example is not None:
+        content["example"] = example
+    out: dict[str, Any] = {"description": description, "content": {PROBLEM_TYPE: content}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+INTERNAL = problem("An unexpected error (the log has the request id)")
+
+
+def declared(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses`, in the order of their status codes (the order the docs pages show)."""
+    return dict(sorted(responses.items(), key=lambda item: str(item[0])))
+
+
+def problems(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """problem+json answers for a route's `responses`, one per status, with the 500 every route has."""
+    out: dict[int | str, dict[str, Any]] = {status: problem(text) for status, text in descriptions.items()}
+    return out | {500: INTERNAL}
+
+
+NOT_READY = problem(
+    "No model served yet: still loading (Retry-After), or the version to serve failed its checks",
+    headers=RETRY_AFTER_HEADER,
+)
+
+
+# --- /predict -------------------------------------------------------------------------------------------
+def _approved_columns() -> list[str]:
+    """The raw columns the approved model reads, in the input schema's order."""
+    ref = notebook_reference()
+    numeric = set(ref["numeric_columns_in_notebook_order"])
+    used = {f if f in numeric else f.split("_", 1)[0] for f in ref["selected_features_in_selection_order"]}
+    return [c for c in notebook_schema().columns if c in used]
+
+
+def _row_schema() -> dict[str, Any]:
+    """One row: the approved model's columns, typed as the service reads them; any other key allowed.
+
+    The JSON types are exact (a boolean, an object or an array in a model column is a 422); what a string
+    must spell, and the range of a number, are in the descriptions, since the 422 for them depends on the
+    value (a number's range on the whole row: its contribution to the logit).
+    """
+    schema = notebook_schema()
+    props: dict[str, Any] = {}
+    for column in _approved_columns():
+        kind = schema.kind(column)
+        if kind == CATEGORY:
+            levels = list(schema.categories[column])
+            props[column] = {
+                "type": ["string", "null"],
+                "description": f"one of {', '.join(levels)} (any case, spaces trimmed); another value is "
+                "unseen: scored as missing and counted in X-Unseen-Categories (or a 422 under "
+                "PROPENSITY_UNSEEN_CATEGORY_POLICY=reject)",
+                "examples": levels[:2],
+            }
+        elif kind == MONEY:
+            props[column] = {
+                "type": ["number", "string", "null"],
+                "description": "money: '$6,882.34', '$6,882.34 ', '$-5,032.58', '($5,032.58)', '$-4446.82' "
+                "or a number",
+                "examples": ["$6,882.34 ", "($5,032.58)", 6882.34],
+            }
+        else:
+            hint = (
+                "'62.59%' (percent units) or a number" if kind == PERCENT else "a number or a numeric string"
+            )
+            props[column] = {"type": ["number", "string", "null"], "description": hint, "examples": [0.98]}
+    others = len(schema.columns) - len(props)
+    return {
+        "type": "object",
+        "description": (
+            f"One row of the exercise_26 data. Listed: the {len(props)} raw columns the approved model "
+            f"reads. The file's other {others} columns may be sent as they are; the approved model ignores "
+            "them (the served version's own columns: /model, input_schema). A missing value is null, "
+            '"", "nan", "NaN", "null", "None" or an absent key; numbers are finite, in ASCII.'
+        ),
+        "properties": props,
+        "additionalProperties": True,
+    }
+
+
+def _bad_row() -> dict[str, Any]:
+    rows: list[dict[str, Any]] = example_rows()["rows"]
+    return {**rows[1], "x12": "12 dollars"}
+
+
+def _request_examples() -> dict[str, Any]:
+    rows: list[dict[str, Any]] = example_rows()["rows"]
+    return {
+        "one_row": {"summary": "One row (an object)", "value": rows[0]},
+        "all_strings": {"summary": "One row, every value a string", "value": rows[4]},
+        "batch": {"summary": "A batch (an array of objects)", "value": rows[:3]},
+        "bad_row": {
+            "summary": "A batch with a bad row: 422, or scored in place under score-valid",
+            "value": [rows[0], _bad_row()],
+        },
+    }
+
+
+def _answer_examples() -> dict[str, Any]:
+    return {
+        "one_row": {"summary": "The answer to the one_row example", "value": openapi_examples.ONE_ROW},
+        "batch": {"summary": "The answer to the batch example", "value": openapi_examples.BATCH},
+        "score_valid": {
+            "summary": "The bad_row example under PROPENSITY_BATCH_ERROR_POLICY=score-valid",
+            "value": openapi_examples.SCORE_VALID,
+        },
+    }
 
 
 PREDICT_OPENAPI: dict[str, Any] = {
@@ -72,113 +211,143 @@ PREDICT_OPENAPI: dict[str, Any] = {
             "application/json": {
                 "schema": {
                     "oneOf": [
-                        {"$ref": "#/components/schemas/Row"},
+                        {"$ref": REF.format(model="Row")},
                         {
+                            "title": "Rows",
                             "type": "array",
-                            "items": {"$ref": "#/components/schemas/Row"},
+                            "items": {"$ref": REF.format(model="Row")},
                             "minItems": 1,
                             "maxItems": 10000,
+                            "description": "1 to PROPENSITY_MAX_ROWS rows (10,000 by default)",
                         },
                     ]
                 },
-                "examples": _LazyExamples(),
+                "examples": Lazy(_request_examples),
             }
         },
     }
 }
 
-RESULT_EXAMPLE = {
-    "business_outcome": 0,
-    "phat": 0.08938371087386138,
-    "x12": 1.188111789056857,
-    "x31_asia": 0,
-    "x31_germany": 1,
-    "x5_tuesday": 1,
-    "x91": -0.7335797366446474,
-    "...": "the other model inputs, keys in alphabetical order",
-}
-
-PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "One result object per row (an object for an object, an array for an array)",
-        "headers": {
-            "X-Model-Version": {
-                "description": "The model version that scored the request",
-                "schema": {"type": "string"},
-            },
-            "X-Unseen-Categories": {
-                "description": "Count of unseen category values scored as missing",
-                "schema": {"type": "integer"},
-            },
-        },
-        "content": {"application/json": {"example": RESULT_EXAMPLE}},
-    },
-    400: {"description": "Malformed JSON or an empty body", "content": PROBLEM},
-    413: {"description": "Body larger than the byte limit or more rows than MAX_ROWS", "content": PROBLEM},
-    415: {"description": "Content-Type is not application/json", "content": PROBLEM},
-    422: {
-        "description": "Rows that cannot be scored: every bad row index, field and reason (list capped)",
-        "content": {
-            "application/problem+json": {
-                "schema": {"$ref": "#/components/schemas/Problem"},
-                "example": {
-                    "type": "https://propensity.invalid/problems/invalid-rows",
-                    "title": "Rows cannot be scored",
-                    "status": 422,
-                    "detail": "1 of 2 row(s) cannot be scored; first: row 1, field x12: not a money amount",
-                    "errors": [
-                        {
-                            "row": 1,
-                            "field": "x12",
-                            "reason": "not a money amount (e.g. '$6,882.34', '($5,032.58)') or a number",
-                            "value": "12 dollars",
-                        }
-                    ],
-                    "error_count": 1,
-                    "bad_rows": [1],
-                    "bad_row_count": 1,
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = declared(
+    {
+        200: ok(
+            schemas.PredictAnswer,
+            "One result object per row (an object for an object, an array for an array)",
+            headers={
+                **MODEL_VERSION_HEADER,
+                "X-Unseen-Categories": {
+                    "description": "Count of unseen category values scored as missing",
+                    "schema": {"type": "string"},
                 },
+                "X-Rejected-Rows": {
+                    "description": "Under score-valid: how many rows are answered with their errors",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                },
+                "X-Cache": {
+                    "description": "hit: the answer came from the response cache",
+                    "schema": {"type": "string"},
+                },
+            },
+            examples=Lazy(_answer_examples),
+        ),
+        **problems(
+            {
+                400: "Malformed JSON or an empty body",
+                408: "The body stopped arriving (PROPENSITY_BODY_READ_TIMEOUT_SECONDS); the connection ends",
+                413: "Body larger than PROPENSITY_MAX_BODY_BYTES or more rows than PROPENSITY_MAX_ROWS",
+                415: "Content-Type is not application/json",
+                429: "Rate limited (by nginx, when enabled)",
             }
-        },
-    },
-    429: {"description": "Rate limited (by nginx, when enabled)", "content": PROBLEM},
-    503: {"description": "The model is still loading", "content": PROBLEM},
-}
+        ),
+        422: problem(
+            "Rows that cannot be scored: every bad row index, field and reason (list capped)",
+            example=openapi_examples.BAD_ROW_PROBLEM,
+        ),
+        503: problem(
+            "No model served yet (loading, or the version failed its checks), or the worker is at capacity "
+            "(load shedding): retry, another replica may answer",
+            headers=RETRY_AFTER_HEADER,
+        ),
+    }
+)
+
+# --- health and /model ----------------------------------------------------------------------------------
+LIVE_RESPONSES: dict[int | str, dict[str, Any]] = declared(
+    {
+        200: ok(schemas.Live, "The process answers"),
+        **problems({}),
+    }
+)
+READY_RESPONSES: dict[int | str, dict[str, Any]] = declared(
+    {
+        200: ok(schemas.Ready, "Ready to score", headers=MODEL_VERSION_HEADER),
+        **problems({}),
+        503: NOT_READY,
+    }
+)
+MODEL_RESPONSES: dict[int | str, dict[str, Any]] = declared(
+    {
+        200: ok(schemas.ModelInfo, "The served version's card", headers=MODEL_VERSION_HEADER),
+        **problems({}),
+        503: NOT_READY,
+    }
+)
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's operationId is its function's name: a generated client's `predict`, `ready`, ..."""
+    return route.name
 
 
 def component_schemas() -> dict[str, Any]:
-    schema = notebook_schema()
-    props: dict[str, Any] = {}
-    for column in schema.columns:
-        kind = schema.kind(column)
-        if kind == "category":
-            props[column] = {"type": ["string", "null"], "examples": list(schema.categories[column][:2])}
-        else:
-            props[column] = {"type": ["number", "string", "null"], "description": kind}
-    return {
-        "Row": {"type": "object", "properties": props, "additionalProperties": True},
-        "Problem": {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "instance": {"type": "string"},
-                "errors": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "row": {"type": ["integer", "null"]},
-                            "field": {"type": ["string", "null"]},
-                            "reason": {"type": "string"},
-                            "value": {"type": "string"},
-                        },
-                    },
-                },
-                "error_count": {"type": "integer"},
-            },
-            "required": ["type", "title", "status", "detail"],
-        },
-    }
+    """The components the routes refer to by name: Row (the request) and the REFERENCED_MODELS."""
+    _, top = models_json_schema([(m, "serialization") for m in REFERENCED_MODELS], ref_template=REF)
+    components: dict[str, Any] = dict(top.get("$defs", {}))
+    components["Row"] = _row_schema()
+    return components
+
+
+# --- the docs pages -------------------------------------------------------------------------------------
+DOCS_ASSETS = "/docs/assets"
+# The pages' own inline script and styles, the assets above and the document: nothing from elsewhere.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def mount_offline_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
+    """Swagger UI at `docs_url` and ReDoc at `redoc_url`, their assets served by the app."""
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+    title = app.title
+
+    @app.get(docs_url, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_swagger_ui_html(
+            openapi_url=root + (app.openapi_url or ""),
+            title=f"{title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            oauth2_redirect_url=None,
+            # no badge image from validator.swagger.io
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    @app.get(redoc_url, include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(
+            openapi_url=root + (app.openapi_url or ""),
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page

@@ -8,10 +8,15 @@ from starlette.responses import Response
 
 from service.api.body import read_body, request_head
 from service.api.content_encoding import accepts_gzip
-from service.api.openapi_docs import PREDICT_OPENAPI, PREDICT_RESPONSES
+from service.api.openapi_docs import (
+    LIVE_RESPONSES,
+    MODEL_RESPONSES,
+    PREDICT_OPENAPI,
+    PREDICT_RESPONSES,
+    READY_RESPONSES,
+)
 from service.api.problems import problem_body, problem_response
 from service.api.state import app_state
-from service.errors import ModelNotReady
 
 router = APIRouter()
 JSON = "application/json"
@@ -32,17 +37,21 @@ JSON = "application/json"
 )
 async def predict(request: Request) -> Response:
     """HTTP in and out; the scoring pipeline (service/serving/pipeline.py) does the rest."""
-    pipeline = app_state(request).pipeline
+    state = app_state(request)
+    pipeline = state.pipeline
     content_type, content_length, accept_encoding = request_head(request.scope)
-    call = pipeline.admit(content_type, content_length)
-    body = await read_body(request, pipeline.max_body_bytes, call.hasher)
-    answer = await pipeline.infer(call, body, accepts_gzip=accepts_gzip(accept_encoding))
+    call = pipeline.admit(content_type, content_length)  # 503 at once when the budget is full
+    try:
+        body = await read_body(request, pipeline.max_body_bytes, call=call, reads=state.body_reads)
+        answer = await pipeline.infer(call, body, accepts_gzip=accepts_gzip(accept_encoding))
+    finally:  # errors, a client gone, a cancelled task: the budget is always given back
+        call.release()
     return Response(
         answer.body, status_code=answer.status, headers=answer.headers, media_type=answer.media_type
     )
 
 
-@router.get("/health/live", summary="Liveness: the process answers")
+@router.get("/health/live", summary="Liveness: the process answers", responses=LIVE_RESPONSES)
 async def live() -> Response:
     return Response(b'{"status":"live"}', media_type=JSON)
 
@@ -50,26 +59,24 @@ async def live() -> Response:
 @router.get(
     "/health/ready",
     summary="Readiness: the model is loaded and passed its golden-row self-check",
-    responses={503: {"description": "Not ready yet (problem+json)"}},
+    responses=READY_RESPONSES,
 )
 async def ready(request: Request) -> Response:
     holder = app_state(request).holder
     model = holder.current
     if model is None:
+        # Why, in words fit for anyone who can reach this (nginx proxies it): no paths, no hashes; the
+        # worker log has the full error. Retry-After even for a refused version: a probe polls anyway.
+        error = holder.unavailable()
         body = problem_body(
-            status=503,
-            kind="not-ready",
-            title="Model not loaded yet",
-            detail=holder.last_error or "the model is loading",
+            status=error.status,
+            kind=error.kind,
+            title=error.title,
+            detail=error.detail,
             instance="/health/ready",
         )
         return problem_response(body, headers={"Retry-After": "1"})
-    answer: dict[str, object] = {
-        "status": "ready",
-        "model": model.name,
-        "version": model.version,
-        "sha256": model.sha256,
-    }
+    answer: dict[str, object] = {"status": "ready", "model": model.name, "version": model.version}
     failure = holder.failure
     if failure is not None:
         # Still 200: the worker serves a verified version and can answer; taking every worker out of
@@ -97,13 +104,15 @@ MODEL_FIELDS = (
 
 
 @router.get(
-    "/model", summary="The served model: version, sha256, features, coefficients, cutoff, metrics, schema"
+    "/model",
+    summary="The served model: version, sha256, features, coefficients, cutoff, metrics, schema",
+    responses=MODEL_RESPONSES,
 )
 async def model_info(request: Request) -> Response:
     holder = app_state(request).holder
     model = holder.current
     if model is None:
-        raise ModelNotReady("the model is still loading; retry shortly", retry_after=1)
+        raise holder.unavailable()
     meta = holder.metadata
     body = {k: meta.get(k) for k in MODEL_FIELDS}
     body["sha256"] = model.sha256

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from service.api.body import BodyReads
 from service.monitoring.drift_monitor import DriftMonitor
 from service.serving.cache import ResponseCache
 from service.serving.holder import ModelHolder
@@ -23,6 +24,7 @@ class AppState:
     pipeline: ScoringPipeline
     cache: ResponseCache | None
     drift: DriftMonitor | None
+    body_reads: BodyReads
 
     def attach(self, app: Starlette) -> None:
         app.state.propensity = self

@@ -42,6 +42,7 @@ from service.model.artifact import (
     verify_directory,
     write_checksums,
 )
+from service.settings import check_model_name
 
 VERSION_RE = re.compile(r"^v(\d+)$")
 ALIASES_FILE = "aliases.json"
@@ -115,6 +116,10 @@ class VersionInfo:
 
 class Registry:
     def __init__(self, root: Path, name: str = "propensity") -> None:
+        try:
+            check_model_name(name)
+        except ValueError as exc:  # ".." or "a/b" would point the registry outside its root
+            raise ArtifactError(f"bad model name {name!r}: {exc}") from None
         self.root = Path(root)
         self.name = name
         self.dir = self.root / name

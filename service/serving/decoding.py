@@ -7,13 +7,21 @@ deeper ones), not handed to the full decode, which would read it and pass on val
 the steps after it (repr, re-encoding) can follow. Either way a body too deep to read is a 400, never a
 500. An array or object where a value belongs is kept as a stand-in (`shallow`: its kind and the head of
 its repr), which is all the error that reports it needs.
+
+Not quite JSON. What Python's json.dumps writes for a float NaN (a bare `NaN`) is read as null, and a bare
+`Infinity` / `-Infinity` is a 422 naming its row and field; a UTF-8 byte order mark before the body is
+skipped. orjson and msgspec refuse those tokens, so they are looked for only once a body failed to
+decode (`bare_tokens`: outside strings only); a valid body pays nothing. A body of several JSON
+documents, one per line (NDJSON), is a 400 that says so; sent as application/x-ndjson it is a 415.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import msgspec
 import orjson
@@ -22,21 +30,48 @@ from service.errors import (
     BadBodyShape,
     ErrorCollector,
     FieldError,
+    InputError,
     MalformedJSON,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from service.model.parsing import MAX_ECHO
-from service.serving.batch import ColumnBatch, JsonBatch
+from service.model.parsing import MAX_ECHO, truncate
+from service.serving.batch import ABSENT, ColumnBatch, JsonBatch
+from service.serving.row_keys import VALUES_ORIENT_HINT
 from service.serving.turns import no_pause
+
+BOM = b"\xef\xbb\xbf"
+# One JSON document per line: its own media types, not read by /predict.
+NDJSON_TYPES = frozenset(
+    {
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonlines",
+        "application/jsonlines",
+        "application/json-seq",
+    }
+)
+SEND_AN_ARRAY = "send the rows as one JSON array ([{...}, {...}]) with Content-Type: application/json"
 
 
 def check_content_type(value: str | None) -> None:
     media = (value or "").split(";", 1)[0].strip().lower()
     if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
         return
+    if media in NDJSON_TYPES:
+        raise UnsupportedMediaType(
+            f"/predict does not read {media} (one JSON document per line); {SEND_AN_ARRAY}"
+        )
     shown = media or "none"
-    raise UnsupportedMediaType(f"Content-Type must be application/json, got {shown[:60]!r}")
+    raise UnsupportedMediaType(
+        f"Content-Type must be application/json (or application/*+json), got {shown[:60]!r}"
+    )
+
+
+def skip_bom(body: bytes) -> bytes:
+    """The body without a UTF-8 byte order mark in front (the rare body that has one is copied)."""
+    return body[3:] if body[:3] == BOM else body
 
 
 def check_declared_length(length: int | None, limit: int) -> None:
@@ -45,13 +80,15 @@ def check_declared_length(length: int | None, limit: int) -> None:
 
 
 def decode_rows(body: bytes, *, max_rows: int, max_errors: int) -> JsonBatch:
-    """Bytes -> rows. 400 malformed JSON, 413 too many rows, 422 wrong shape (naming every bad element)."""
+    """Bytes -> rows. 400 malformed JSON, 413 too many rows, 422 wrong shape (naming every bad element)
+    or a bare Infinity (naming each row and field)."""
+    body = skip_bom(body)
     if not body.strip():
         raise MalformedJSON("the request body is empty; send a JSON object or an array of objects")
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"the body is not valid JSON: {str(exc)[:200]}") from None
+        payload = _decode_not_quite_json(body, exc, max_errors)
     if isinstance(payload, dict):
         return JsonBatch([payload], single=True)
     if not isinstance(payload, list):
@@ -68,12 +105,178 @@ def decode_rows(body: bytes, *, max_rows: int, max_errors: int) -> JsonBatch:
         for i, row in enumerate(payload):
             if type(row) is not dict:
                 errors.add(FieldError(i, None, f"row must be a JSON object, got {type(row).__name__}"))
+        arrays = all(type(row) in (dict, list) for row in payload)
         raise BadBodyShape(
-            f"{errors.total} element(s) of the array are not JSON objects",
+            f"{errors.total} element(s) of the array are not JSON objects"
+            + (f"; {VALUES_ORIENT_HINT}" if arrays else ""),
             errors=errors.errors,
             error_count=errors.total,
         )
     return JsonBatch(payload)
+
+
+# --- what orjson refuses: bare NaN / Infinity, several documents, other encodings ---------------------------
+# Searched as literals (a fast scan), each with the "-" before it if any; -NaN is NaN too.
+_BARE = (re.compile(rb"NaN"), re.compile(rb"Infinity"))
+# A bare Infinity is decoded as one of these strings (NUL first: no value a client means), then reported.
+_INFINITY = {"\x00Infinity": "Infinity", "\x00-Infinity": "-Infinity"}
+INFINITY_REASON = "Infinity is not a number the model can score; send a finite number, or null for missing"
+_LEADING_SPACE = re.compile(rb"[ \t\r\n]*")
+_MISSING_WORD = re.compile(rb"-?(?:nan|inf(?:inity)?|none|undefined)\b", re.IGNORECASE)
+
+
+def _escaped_quotes(body: bytes) -> list[int]:
+    """Positions of the quotes that a backslash escapes (an odd run of them right before)."""
+    out: list[int] = []
+    i = body.find(b'\\"')
+    while i >= 0:
+        j = i
+        while j > 0 and body[j - 1] == 0x5C:
+            j -= 1
+        if (i + 1 - j) % 2:
+            out.append(i + 1)
+        i = body.find(b'\\"', i + 1)
+    return out
+
+
+class Token(NamedTuple):
+    start: int
+    end: int
+    text: bytes  # NaN, -NaN, Infinity or -Infinity
+
+
+def bare_tokens(body: bytes) -> list[Token]:
+    """The NaN, Infinity and -Infinity tokens outside strings: a candidate is outside a string when an
+    even number of unescaped quotes comes before it (counted by bytes.count between two candidates)."""
+    candidates: list[Token] = []
+    for pattern in _BARE:
+        for match in pattern.finditer(body):
+            start, end = match.span()
+            if start and body[start - 1] == 0x2D:  # "-"
+                start -= 1
+            candidates.append(Token(start, end, body[start:end]))
+    if not candidates:
+        return []
+    candidates.sort()
+    escaped = _escaped_quotes(body)
+    out: list[Token] = []
+    quotes = done = 0
+    for token in candidates:
+        at = token.start
+        quotes += body.count(b'"', done, at)
+        done = at
+        if (quotes - bisect_left(escaped, at)) % 2 == 0:
+            out.append(token)
+    return out
+
+
+def _rewritten(body: bytes, tokens: list[Token]) -> bytes:
+    """The body with NaN as null and each Infinity as its marker string."""
+    pieces: list[bytes] = []
+    start = 0
+    for token in tokens:
+        nan = token.text.endswith(b"NaN")
+        pieces += (body[start : token.start], b"null" if nan else b'"\\u0000' + token.text + b'"')
+        start = token.end
+    pieces.append(body[start:])
+    return b"".join(pieces)
+
+
+def nan_as_null(body: bytes) -> bytes | None:
+    """The body with its bare NaN tokens as null; None when it has none, or has a bare Infinity (the full
+    decode reports those)."""
+    tokens = bare_tokens(body)
+    if not tokens or any(token.text.endswith(b"Infinity") for token in tokens):
+        return None
+    return _rewritten(body, tokens)
+
+
+def _decode_not_quite_json(body: bytes, exc: orjson.JSONDecodeError, max_errors: int) -> Any:
+    """A body orjson refused: read again with bare NaN as null, or the 400 that says what it is."""
+    tokens = bare_tokens(body)
+    if not tokens:
+        raise _malformed(body, exc) from None
+    text = _rewritten(body, tokens)
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError as again:
+        raise _malformed(text, again, "with bare NaN read as null, ") from None
+    if any(token.text.endswith(b"Infinity") for token in tokens):
+        raise _infinity_error(payload, max_errors)
+    return payload
+
+
+def _malformed(body: bytes, exc: orjson.JSONDecodeError, read_as: str = "") -> MalformedJSON:
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return MalformedJSON("the body is UTF-16 (it starts with a UTF-16 byte order mark); send UTF-8")
+    if _looks_like_ndjson(body):
+        return MalformedJSON(
+            "the body holds one JSON document per line (NDJSON), which /predict does not read; "
+            + SEND_AN_ARRAY
+        )
+    detail = f"the body is not valid JSON ({read_as}orjson: {str(exc)[:200]})"
+    if _MISSING_WORD.match(body, max(exc.pos, 0)):
+        detail += "; for a missing value send null"
+    return MalformedJSON(detail)
+
+
+def _looks_like_ndjson(body: bytes) -> bool:
+    """The first line is a JSON object or array alone, and an object or array starts the next line."""
+    start = _LEADING_SPACE.match(body).end()  # type: ignore[union-attr]  # matches anywhere, maybe empty
+    end = body.find(b"\n", start)
+    if end < 0:
+        return False
+    try:
+        first = orjson.loads(body[start:end])
+    except orjson.JSONDecodeError:
+        return False
+    after = _LEADING_SPACE.match(body, end).end()  # type: ignore[union-attr]
+    return type(first) in (dict, list) and body[after : after + 1] in (b"{", b"[")
+
+
+def _infinity_in(value: Any) -> str | None:
+    """The Infinity token decoded somewhere in `value` (at any depth, keys too), else None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if item in _INFINITY:
+                return _INFINITY[item]
+        elif kind is list:
+            stack += item
+        elif kind is dict:
+            stack += item.keys()
+            stack += item.values()
+    return None
+
+
+def _infinity_error(payload: Any, max_errors: int) -> InputError:
+    """The 422 for bare Infinity tokens: every row and (top-level) field that holds one."""
+    rows = payload if type(payload) is list else [payload]
+    errors = ErrorCollector(cap=max_errors)
+    bad: list[int] = []
+    for i, row in enumerate(rows):
+        found = errors.total
+        if type(row) is dict:
+            for key, value in row.items():
+                token = _infinity_in(key) or _infinity_in(value)
+                if token is not None:
+                    errors.add(FieldError(i, truncate(_INFINITY.get(key, key)), INFINITY_REASON, token))
+        elif (token := _infinity_in(row)) is not None:
+            errors.add(FieldError(i, None, INFINITY_REASON, token))
+        if errors.total > found:
+            bad.append(i)
+    first = errors.errors[0] if errors.errors else FieldError(0, None, INFINITY_REASON, "Infinity")
+    where = f"row {first.row}" + (f", field {first.field}" if first.field is not None else "")
+    return InputError(
+        f"{max(errors.total, 1)} bare Infinity value(s) cannot be scored; first: {where}: {first.value}; "
+        "send a finite number, or null for a missing value",
+        errors=errors.errors,
+        error_count=errors.total,
+        bad_rows=bad[:max_errors],
+        bad_row_count=len(bad),
+    )
 
 
 # One decode is one C call that holds the GIL throughout: a big array is decoded in slices of about this
@@ -199,7 +402,8 @@ _ANY_VALUE = float | str | bool | None | list[Any] | dict[str, Any]
 
 
 def _struct_get(row: msgspec.Struct, column: str) -> Any:
-    return getattr(row, column, None)
+    value = getattr(row, column, None)
+    return None if value is ABSENT else value
 
 
 class ColumnDecoder:
@@ -218,12 +422,14 @@ class ColumnDecoder:
         self.columns = tuple(columns)
         self._scalar_body, self._scalar_rows = self._decoders(_SCALAR)
         self._any_body, self._any_rows = self._decoders(_ANY_VALUE)
+        self._raw_rows = msgspec.json.Decoder(list[msgspec.Raw])
         self.slice_bytes = slice_bytes
 
     def _decoders(self, kind: Any) -> tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any]]:
-        """(one row or an array of rows, an array of rows) with every model column of type `kind`."""
-        fields = [(c, kind, None) for c in self.columns]
-        row = msgspec.defstruct("Row", fields, gc=False, namespace={"get": _struct_get})
+        """(one row or an array of rows, an array of rows) with every model column of type `kind`, ABSENT
+        where a row lacks it (and left out when it is encoded: absent and null make different keys)."""
+        fields = [(c, kind, ABSENT) for c in self.columns]
+        row = msgspec.defstruct("Row", fields, gc=False, omit_defaults=True, namespace={"get": _struct_get})
         return msgspec.json.Decoder(list[row] | row), msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
 
     def decode(
@@ -241,8 +447,33 @@ class ColumnDecoder:
         if isinstance(payload, list):
             if not payload or len(payload) > max_rows:
                 return None
-            return ColumnBatch(payload)
-        return ColumnBatch([payload], single=True)
+            return ColumnBatch(payload, reread=partial(self.reread, body, pause))
+        return ColumnBatch([payload], single=True, reread=partial(self.reread, body, pause))
+
+    def reread(self, body: bytes, pause: Callable[[], None], indices: list[int]) -> list[dict[str, Any]]:
+        """Rows of a body this decoder took, as JSON objects with every key (orjson, as the full decode
+        reads them): for the rows that lack a model column, whose other keys are reported."""
+        try:
+            if body[:16].lstrip()[:1] != b"[":
+                return [orjson.loads(body)]
+            raws = self._raws(body, pause)
+            return [orjson.loads(memoryview(raws[i])) for i in indices]
+        except (orjson.JSONDecodeError, RecursionError, msgspec.DecodeError) as exc:
+            raise MalformedJSON(f"the body is not valid JSON: {str(exc)[:200]}") from None
+
+    def _raws(self, body: bytes, pause: Callable[[], None]) -> list[msgspec.Raw]:
+        """The array's rows as raw bytes (slice by slice, pausing, when the body is big)."""
+        if self._sliceable(body):
+            raws: list[msgspec.Raw] = []
+            try:
+                for piece in row_slices(body, self.slice_bytes):
+                    pause()
+                    raws += self._raw_rows.decode(piece)
+            except msgspec.DecodeError:  # a cut in a string: the slices are not the rows
+                pass
+            else:
+                return raws
+        return self._raw_rows.decode(body)
 
     def _whole(self, body: bytes) -> Any:
         try:

@@ -28,7 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import PropensityError
+from service.errors import (
+    ArtifactIntegrityError,
+    ModelNotReady,
+    ModelRefused,
+    PropensityError,
+    SelfCheckFailed,
+)
 from service.model.artifact import LoadedArtifact
 from service.model.registry import Registry, Stamp
 from service.serving.metrics import Metrics
@@ -55,10 +61,24 @@ class RefreshFailure:
     stamp: Stamp | None  # the aliases file as it was: a change is tried at once
     failures: int  # consecutive failed attempts
     retry_at: float  # on the holder's clock
+    refused: str | None = None  # why the version itself was refused, in words fit for a client; None: a
+    # failure that may pass on its own (the registry unreadable, a file not readable yet)
 
 
 def describe(exc: Exception) -> str:
     return exc.detail if isinstance(exc, PropensityError) else f"{type(exc).__name__}: {exc}"
+
+
+def refusal(version: str | None, exc: Exception) -> str | None:
+    """Why `version` was refused, without its paths or hashes; None when the version itself is not at
+    fault (it could not be resolved or read: an OSError may pass, a file being copied in)."""
+    if version is None or isinstance(exc, OSError):
+        return None
+    if isinstance(exc, ArtifactIntegrityError):
+        return "its files fail their integrity (sha256) check"
+    if isinstance(exc, SelfCheckFailed):
+        return "it does not reproduce its golden rows"
+    return "it cannot be loaded"
 
 
 class ModelHolder:
@@ -94,6 +114,24 @@ class ModelHolder:
     def behind(self) -> bool:
         """True while the latest refresh failed: the alias may name a version this worker does not serve."""
         return self.failure is not None
+
+    def unavailable(self) -> PropensityError:
+        """The error to answer while no model is served, fit for a client: no paths, no hashes (the log
+        has those). A refused version is not "loading": retrying does not help until an operator acts."""
+        failure = self.failure
+        if failure is not None and failure.refused is not None:
+            return ModelRefused(
+                f"{self.registry.name} {failure.version} is refused ({failure.refused}) and no other "
+                "version is served; an operator must publish a good version or restore this one's files "
+                "(the worker log has the details)",
+                version=failure.version,
+            )
+        if failure is not None:
+            return ModelNotReady(
+                "no model could be read from the registry yet; the worker keeps trying, retry shortly",
+                retry_after=1,
+            )
+        return ModelNotReady("the model is still loading; retry shortly", retry_after=1)
 
     @property
     def alive(self) -> bool:
@@ -177,7 +215,7 @@ class ModelHolder:
                 compiled = CompiledModel.from_artifact(artifact)
                 compiled.self_check(artifact.metadata.get("golden_rows", {}))
             except Exception as exc:  # a bad registry or version must never take the worker or follower down
-                self._fail(version, describe(exc), stamp)
+                self._fail(version, describe(exc), stamp, refusal(version, exc))
                 return
             self._swap(compiled, artifact, stamp)
 
@@ -206,12 +244,14 @@ class ModelHolder:
         if failure is not None:
             log.info("model follower recovered after %d failed attempt(s): %s", failure.failures, what)
 
-    def _fail(self, version: str | None, detail: str, stamp: Stamp | None) -> None:
+    def _fail(
+        self, version: str | None, detail: str, stamp: Stamp | None, refused: str | None = None
+    ) -> None:
         previous = self.failure
         failures = previous.failures + 1 if previous else 1
         base = self.settings.reload_interval_seconds or 1.0
         delay = backoff_delay(failures, base, self.settings.reload_backoff_max_seconds)
-        self.failure = RefreshFailure(version, detail, stamp, failures, self._clock() + delay)
+        self.failure = RefreshFailure(version, detail, stamp, failures, self._clock() + delay, refused)
         self.last_error = detail
         self.metrics.model_swaps.labels("failed").inc()
         self.metrics.model_behind_alias.set(1)

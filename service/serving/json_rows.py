@@ -1,7 +1,9 @@
 """The JSON rows format of /predict, as a codec of the scoring pipeline.
 
-In: one JSON object (one row) or an array of 1 to `max_rows` objects. Out: one object for one object,
-else an array in the request's order; each result has the model inputs as the GLM saw them,
+In: one JSON object (one row) or an array of 1 to `max_rows` objects, keyed by the model's columns
+(service/serving/row_keys.py says which keys are refused and which reported); bare NaN is read as null,
+a UTF-8 byte order mark is skipped (service/serving/decoding.py). Out: one object for one object, else
+an array in the request's order; each result has the model inputs as the GLM saw them,
 `business_outcome` and `phat`, keys in alphabetical order. Under the score-valid policy a row that
 cannot be scored comes back as {"errors": [...], "row": i}.
 """
@@ -14,7 +16,7 @@ from typing import Any
 import orjson
 
 from service.serving.batch import Batch
-from service.serving.decoding import check_content_type, decode_rows
+from service.serving.decoding import check_content_type, decode_rows, nan_as_null, skip_bom
 from service.serving.scorer import CompiledModel, Scored
 from service.serving.turns import no_pause
 
@@ -58,8 +60,13 @@ class JsonRows:
         check_content_type(content_type)
 
     def decode(self, model: CompiledModel, data: bytes, pause: Callable[[], None] = no_pause) -> Batch:
+        data = skip_bom(data)
         if len(data) >= self.column_decode_min_bytes:  # big batches: decode only the model's columns
-            batch = model.column_decoder.decode(data, max_rows=self.max_rows, pause=pause)
+            decoder = model.column_decoder
+            batch = decoder.decode(data, max_rows=self.max_rows, pause=pause)
+            if batch is None:  # refused: perhaps only for bare NaN (what Python writes), read as null
+                fixed = nan_as_null(data)
+                batch = None if fixed is None else decoder.decode(fixed, max_rows=self.max_rows, pause=pause)
             if batch is not None:
                 return batch
         return decode_rows(data, max_rows=self.max_rows, max_errors=self.max_errors)

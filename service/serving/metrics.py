@@ -142,6 +142,13 @@ class Metrics:
         self.cache_breaker_trips = Counter(
             p + "cache_breaker_trips", "Times the Redis circuit breaker opened", registry=r
         )
+        self.requests_shed = Counter(
+            p + "requests_shed",
+            "Requests refused by load shedding (503 + Retry-After) by the in-flight limit they hit: rows, "
+            "bytes",
+            ["reason"],
+            registry=r,
+        )
         self.input_errors = Counter(
             p + "input_errors", "Rejected requests by error kind", ["kind"], registry=r
         )

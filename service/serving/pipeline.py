@@ -9,7 +9,10 @@ The wire format is a `Codec` (service/serving/json_rows.py for /predict); what h
 is up to the injected observers (service/serving/observe.py).
 
 `admit` reads the served model once: every step of the call uses that version, so one version answers
-the whole call even if the holder swaps models meanwhile.
+the whole call even if the holder swaps models meanwhile. It also takes the call's body bytes from the
+worker's in-flight budget (service/serving/admission.py), and the call takes its rows once they are
+decoded; the adapter gives both back with `call.release()`, however the call ends. A call that does not
+fit is refused with a 503 (load shedding), before its body is read.
 
 Threads. A call runs inline on the event loop unless it is big: a body of `offload_min_bytes` or more is
 decoded, scored and encoded in a worker thread, and so is a batch of `offload_min_rows` rows or more
@@ -31,9 +34,11 @@ from functools import partial
 from typing import Any, Protocol
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 
-from service.errors import FieldError, InputError, ModelNotReady
+from service.errors import FieldError, InputError, PropensityError
+from service.serving.admission import Budget
 from service.serving.batch import Batch
 from service.serving.cache import CacheKeys, ResponseCache, body_hasher, chunks_hasher, hashed_raw_key
 from service.serving.cache_integrity import log_refusal_once
@@ -42,6 +47,7 @@ from service.serving.decoding import check_declared_length
 from service.serving.metric_buffer import MetricBuffer
 from service.serving.metrics import Metrics
 from service.serving.observe import Scoring, ScoringObserver
+from service.serving.row_keys import KeyReport, columns_orient_hint, header_text, listing
 from service.serving.scorer import CompiledModel, Scored
 from service.serving.turns import SmallCallsFirst, no_pause
 from service.settings import BatchErrorPolicy, Settings, UnseenCategoryPolicy
@@ -55,10 +61,13 @@ OFFLOAD_THREADS = 1
 
 
 class ModelSource(Protocol):
-    """Where the served model is read (ModelHolder): None until one has loaded."""
+    """Where the served model is read (ModelHolder): None until one has loaded, and then `unavailable()`
+    says why (still loading, or a version that was refused)."""
 
     @property
     def current(self) -> CompiledModel | None: ...
+
+    def unavailable(self) -> PropensityError: ...
 
 
 class Codec(Protocol):
@@ -80,11 +89,28 @@ class Codec(Protocol):
 @dataclass(slots=True)
 class Call:
     """An admitted call: its model, the hasher to feed the body to as it arrives (None: not needed
-    while it streams), and when the call started."""
+    while it streams), when the call started, and what it holds of the worker's in-flight budget."""
 
     model: CompiledModel
     hasher: Any
     started: float
+    budget: Budget
+    held_bytes: int = 0
+    held_rows: int = 0
+
+    def hold_bytes(self, size: int) -> None:
+        """A body that turns out longer than declared (a chunked one) takes the rest as it arrives."""
+        self.budget.take_bytes(size - self.held_bytes)
+        self.held_bytes = size
+
+    def hold_rows(self, rows: int) -> None:
+        self.budget.take_rows(rows)
+        self.held_rows = rows
+
+    def release(self) -> None:
+        """Give back what the call holds; once (a second release gives back nothing)."""
+        self.budget.give_back(self.held_rows, self.held_bytes)
+        self.held_rows = self.held_bytes = 0
 
 
 @dataclass(slots=True)
@@ -178,6 +204,7 @@ class ScoringPipeline:
         self.models = models
         self.codec = codec
         self.max_body_bytes = settings.max_body_bytes
+        self.budget = Budget(settings.max_inflight_rows, settings.max_inflight_bytes, metrics.requests_shed)
         self.offload_min_bytes = offload_min_bytes
         self.offload_min_rows = offload_min_rows
         self._limiter = anyio.CapacityLimiter(offload_threads)
@@ -196,16 +223,20 @@ class ScoringPipeline:
 
     # --- the call ---------------------------------------------------------------------------------------
     def admit(self, content_type: str | None, declared_length: int | None) -> Call:
-        """Before the body is read: the model that will answer (503 while none has loaded), the media type
-        (415) and the declared size (413); a hasher when the body may be answered from the cache."""
+        """Before the body is read: the model that will answer (503 while none is served), the media type
+        (415), the declared size (413) and its bytes from the budget (503: overloaded); a hasher when the
+        body may be answered from the cache. The caller must `release()` the call it gets."""
         started = time.perf_counter()
         model = self.models.current
         if model is None:
-            raise ModelNotReady("the model is still loading; retry shortly", retry_after=1)
+            raise self.models.unavailable()
         self.codec.check_media_type(content_type)
-        check_declared_length(declared_length, self.max_body_bytes)
-        hasher = body_hasher() if self._caching and (declared_length or 0) >= self._cache_min else None
-        return Call(model, hasher, started)
+        declared = declared_length or 0
+        check_declared_length(declared, self.max_body_bytes)
+        budget = self.budget
+        budget.take_bytes(declared)
+        hasher = body_hasher() if self._caching and declared >= self._cache_min else None
+        return Call(model, hasher, started, budget, declared)
 
     async def infer(self, call: Call, body: Body, *, accepts_gzip: bool = False) -> Answer:
         """The answer to an admitted call. `accepts_gzip`: the caller takes a gzip answer (a stored one
@@ -219,6 +250,7 @@ class ScoringPipeline:
             held = _Held(self._pause)
             return await self._offload(held, self._decode_and_answer, call, body, raw, accepts_gzip)
         batch = self.codec.decode(call.model, body.joined())
+        call.hold_rows(len(batch))
         if len(batch) >= self.offload_min_rows:
             # A small body with many rows: it counts as a small call itself (SmallCallsFirst), so it
             # must not step aside for small calls.
@@ -237,6 +269,7 @@ class ScoringPipeline:
         self, call: Call, body: Body, raw: str | None, accepts_gzip: bool, rec: _Recorder
     ) -> Answer:
         batch = self.codec.decode(call.model, body.joined(), rec.pause)
+        anyio.from_thread.run_sync(call.hold_rows, len(batch))  # the budget lives on the loop
         rec.pause()
         return self._answer(call, batch, raw, accepts_gzip, rec)
 
@@ -274,16 +307,23 @@ class ScoringPipeline:
     def _score(
         self, model: CompiledModel, batch: Batch, headers: dict[str, str], buffer: MetricBuffer
     ) -> Scored:
-        unknown = batch.unknown_key_rows(model.known_columns)
-        if unknown:
-            buffer.inc(self.metrics.unknown_keys, unknown)
         scored = model.score_batch(batch, reject_unseen=self._reject_unseen)
+        # After scoring: only the rows it read as missing may lack a column. None: nothing to report.
+        report = batch.inspect_keys(model.names, partial(model.missing_rows, scored))
+        if report is not None:
+            if report.unknown_rows:
+                buffer.inc(self.metrics.unknown_keys, report.unknown_rows)
+            add_key_report(scored, report, headers)
         if scored.unseen:
             for column, count in scored.unseen.items():
                 buffer.inc(self.metrics.unseen.labels(column), count)
             headers["X-Unseen-Categories"] = str(sum(scored.unseen.values()))
+            headers["X-Unseen-Values"] = unseen_listing(scored.unseen_values)
         if scored.errors and (batch.single or self._reject_bad_batches):
-            raise rows_error(scored.errors, scored.bad_rows, len(batch), self.settings.max_errors_listed)
+            hint = columns_orient_hint(batch.rows[0], model.used_columns) if batch.single else ""
+            raise rows_error(
+                scored.errors, scored.bad_rows, len(batch), self.settings.max_errors_listed, hint
+            )
         return scored
 
     # --- the cache --------------------------------------------------------------------------------------
@@ -321,7 +361,7 @@ class ScoringPipeline:
     ) -> bytes:
         """Store a clean answer (no rejected rows, no unseen levels, not too big); gzip it first when the
         caller accepts gzip. Returns the bytes to send."""
-        if scored.bad_rows or scored.unseen or len(out) > self.settings.cache_max_value_bytes:
+        if scored.bad_rows or scored.unseen or scored.notes or len(out) > self.settings.cache_max_value_bytes:
             return out
         headers["Vary"] = "Accept-Encoding"
         if accepts_gzip:
@@ -331,13 +371,14 @@ class ScoringPipeline:
         return out
 
 
-def rows_error(errors: list[FieldError], bad_rows: set[int], n: int, cap: int) -> InputError:
-    """The 422 for rows that cannot be scored: the first problem in the detail, up to `cap` of them listed."""
+def rows_error(errors: list[FieldError], bad_rows: set[int], n: int, cap: int, hint: str = "") -> InputError:
+    """The 422 for rows that cannot be scored: the first problem in the detail (and a hint about the whole
+    body, if any), up to `cap` of them listed."""
     first = errors[0]
-    detail = (
-        f"{len(bad_rows)} of {n} row(s) cannot be scored; first: row {first.row}, field {first.field}: "
-        f"{first.reason}"
-    )
+    where = f"row {first.row}" + (f", field {first.field}" if first.field is not None else "")
+    detail = f"{len(bad_rows)} of {n} row(s) cannot be scored; first: {where}: {first.reason}"
+    if hint:
+        detail += f"; {hint}"
     return InputError(
         detail,
         errors=errors[:cap],
@@ -345,3 +386,23 @@ def rows_error(errors: list[FieldError], bad_rows: set[int], n: int, cap: int) -
         bad_rows=sorted(bad_rows)[:cap],
         bad_row_count=len(bad_rows),
     )
+
+
+def _error_order(error: FieldError) -> tuple[int, str]:
+    return (error.row if error.row is not None else -1, error.field or "")
+
+
+def add_key_report(scored: Scored, report: KeyReport, headers: dict[str, str]) -> None:
+    """The rows' key errors join their value errors (in row order); what is only reported goes into the
+    answer's headers, and keeps the answer out of the cache."""
+    if report.errors:
+        scored.errors = sorted([*scored.errors, *report.errors], key=_error_order)
+        scored.bad_rows |= report.bad_rows
+    scored.notes = report.headers()
+    headers.update(scored.notes)
+
+
+def unseen_listing(values: dict[str, list[str]]) -> str:
+    """X-Unseen-Values: the number of distinct column=value pairs, then the first of them."""
+    pairs = dict.fromkeys((column, value) for column, seen in values.items() for value in seen)
+    return listing(len(pairs), (f"{header_text(c)}={header_text(v)}" for c, v in pairs))

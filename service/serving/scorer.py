@@ -34,6 +34,7 @@ from service.model.parsing import (
 from service.model.schema import schema_columns
 from service.serving.batch import Batch, JsonBatch
 from service.serving.decoding import CONTAINERS, ColumnDecoder, shallow
+from service.serving.row_keys import ColumnNames
 
 # Up to this many rows are scored row by row in plain Python: the array path costs ~200 numpy calls per
 # batch whatever its size, the row path a little per row. Both give the same bits.
@@ -81,7 +82,11 @@ class Scored:
     errors: list[FieldError] = field(default_factory=list)
     bad_rows: set[int] = field(default_factory=set)
     unseen: dict[str, int] = field(default_factory=dict)
+    unseen_values: dict[str, list[str]] = field(default_factory=dict)  # column -> values (cut), row order
     unseen_rows: int = 0
+    # What the rows' keys said that the answer's headers report (X-Unknown-Keys, X-Imputed-Columns); an
+    # answer with any is not cached (a hit would come without them).
+    notes: dict[str, str] = field(default_factory=dict)
     numeric_values: dict[str, np.ndarray] = field(default_factory=dict)
     category_codes: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -154,6 +159,7 @@ class CompiledModel:
         if known_columns is None:  # not given: the columns the fitted Pipeline was fit on
             known_columns = getattr(parse, "feature_names_in_", self.used_columns)
         self.known_columns = frozenset(str(c) for c in known_columns)
+        self.names = ColumnNames(tuple(self.used_columns), self.known_columns)  # a row's keys are checked
         self._sources = self._raw_sources()
         self.column_decoder = ColumnDecoder(self.used_columns)
         self.reference: dict[str, Any] = {}  # the artifact's reference_distributions (drift monitoring)
@@ -310,6 +316,7 @@ class CompiledModel:
                 out.bad_rows.add(i)
             if unseen_values:
                 out.unseen[cat.column] = len(unseen_values)
+                out.unseen_values[cat.column] = [v for _, v in unseen_values]
                 unseen_mask[[i for i, _ in unseen_values]] = True
                 if reject_unseen:
                     allowed = ", ".join(cat.levels)
@@ -340,6 +347,13 @@ class CompiledModel:
             for column in blamed:
                 out.errors.append(FieldError(i, column, OUT_OF_RANGE, truncate(row.get(column))))
             out.bad_rows.add(i)
+
+    def missing_rows(self, scored: Scored, column: str) -> list[int]:
+        """The rows whose value of a raw column the scorer read as missing (or could not read)."""
+        values = scored.numeric_values.get(column)
+        if values is not None:
+            return np.flatnonzero(np.isnan(values)).tolist()
+        return np.flatnonzero(scored.category_codes[column] == MISSING_CODE).tolist()
 
     def records(self, scored: Scored) -> list[dict[str, Any]]:
         """Rows as dicts with keys in alphabetical order (the API contract)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,3 +88,23 @@ def _predict_200(text: str) -> float:
 def test_serve_writes_the_registry(server: Server, tmp_path_factory: pytest.TempPathFactory) -> None:
     root = Path(str(server.log)).parent / "artifacts" / "propensity"
     assert (root / "v1" / "metadata.json").is_file() and (root / "aliases.json").is_file()
+
+
+def test_a_hostile_host_header_is_not_reflected(server: Server) -> None:
+    for method, path in (("POST", "/predict/"), ("GET", "/health/ready/"), ("GET", "/docs/")):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        try:
+            conn.request(method, path, b"{}", {"Host": "evil.example", "Content-Type": "application/json"})
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        assert response.status == 404, (path, response.status)
+        assert response.getheader("Location") is None
+        assert b"evil" not in body and not any("evil" in v for _, v in response.getheaders())
+
+
+def test_readiness_names_the_version_but_no_path_or_hash(server: Server) -> None:
+    ready = httpx.get(server.url + "/health/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "model": "propensity", "version": "v1"}

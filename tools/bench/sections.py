@@ -203,12 +203,33 @@ def json_floor(body: bytes, response: Any) -> float:
     return time.perf_counter() - started
 
 
+WARM_ATTEMPTS = 30
+RETRY_AFTER_SECONDS = 1.0  # what the service's 503 asks for (service/serving/admission.py)
+
+
 def warm_batch(server: BenchServer, path: str, body: bytes) -> bytes:
-    """POST the batch from 2 x workers fresh connections at once, so every worker is likely to see it."""
+    """POST the batch from 2 x workers fresh connections at once, so every worker is likely to see it. A
+    worker that already holds as many big bodies as its in-flight budget allows sheds the next one (503 +
+    Retry-After): that POST is sent again after the pause the answer asks for."""
+
+    def warm(_: int) -> bytes:
+        for _attempt in range(WARM_ATTEMPTS):
+            conn = http.client.HTTPConnection(HOST, server.port, timeout=120)
+            try:
+                reply = post(conn, path, body)
+            finally:
+                conn.close()
+            if reply.status == 200:
+                return reply.body
+            if reply.status != 503:
+                raise RuntimeError(f"POST {path}: HTTP {reply.status}: {reply.body[:300]!r}")
+            time.sleep(RETRY_AFTER_SECONDS)
+        raise RuntimeError(f"POST {path}: still shed after {WARM_ATTEMPTS} attempts")
+
     n = 2 * server.workers
     with ThreadPoolExecutor(n) as pool:
-        answers = list(pool.map(lambda _: post_sequential(HOST, server.port, path, body, 1)[0], range(n)))
-    return answers[0].body
+        answers = list(pool.map(warm, range(n)))
+    return answers[0]
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def test_health_and_docs(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     predict = spec["paths"]["/predict"]["post"]
     examples = predict["requestBody"]["content"]["application/json"]["examples"]
-    assert set(examples) == {"one_row", "all_strings", "batch"}
+    assert set(examples) == {"one_row", "all_strings", "batch", "bad_row"}
     assert examples["one_row"]["value"]["x12"] == "$6,882.34 "
     assert {"200", "400", "413", "415", "422", "503"} <= set(predict["responses"])
     assert client.get("/docs").status_code == 200

@@ -79,6 +79,32 @@ def test_a_check_across_settings_names_the_variables_it_involves(
     )
 
 
+@pytest.mark.parametrize("name", ["..", "a/b", "../x"])
+def test_a_model_name_that_leaves_the_registry_is_one_line(
+    name: str, env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROPENSITY_MODEL_NAME", name)
+    result = runner.invoke(app, ["registry", "list"])
+    assert result.exit_code == BAD_SETTING
+    assert result.stderr.splitlines() == [
+        f"error: PROPENSITY_MODEL_NAME={name!r}: a model name is 1 to 64 letters, digits, '_', '.' or '-', "
+        "starting with a letter or digit (one directory of the registry)"
+    ]
+    assert not (env / "artifacts").exists()
+
+
+def test_a_worker_budget_too_small_for_one_request_is_one_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROPENSITY_MAX_INFLIGHT_ROWS", "5000")
+    result = runner.invoke(app, ["registry", "list"])
+    assert result.exit_code == BAD_SETTING
+    assert result.stderr == (
+        "error: PROPENSITY_MAX_ROWS, PROPENSITY_MAX_INFLIGHT_ROWS: "
+        "max_inflight_rows must be at least max_rows\n"
+    )
+
+
 def test_the_autoscaler_settings_go_through_the_same_handler(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROPENSITY_AUTOSCALER_TOLERANCE", "lots")
     result = runner.invoke(app, ["autoscale", "--once"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import ArtifactIntegrityError, ArtifactNotFound, SelfCheckFailed
+from service.errors import ArtifactError, ArtifactIntegrityError, ArtifactNotFound, SelfCheckFailed
 from service.model.notebook_import import approved_metadata, approved_model, approved_summary, import_notebook
 from service.model.registry import Registry
 
@@ -107,3 +107,16 @@ def test_versions_are_sequential(tmp_path: Path) -> None:
     assert import_notebook(registry) == "v1"
     assert import_notebook(registry) == "v2"
     assert registry.resolve("production") == "v1"  # a later import does not move production
+
+
+@pytest.mark.parametrize(
+    "name", ["..", ".", "a/b", "../propensity", "/etc", ".hidden", "", "a" * 65, "name\n"]
+)
+def test_a_name_that_is_not_one_directory_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ArtifactError, match="bad model name"):
+        Registry(tmp_path / "root", name)
+
+
+@pytest.mark.parametrize("name", ["propensity", "churn-2", "model_v1.2", "A"])
+def test_plain_names_are_names(tmp_path: Path, name: str) -> None:
+    assert Registry(tmp_path, name).dir == tmp_path / name

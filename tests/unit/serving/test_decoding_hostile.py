@@ -204,7 +204,10 @@ def pipeline_with(registry: Registry, column_decode_min_bytes: int, **overrides:
 def run(pipeline: ScoringPipeline, data: bytes) -> Answer | InputError:
     async def go() -> Answer:
         call = pipeline.admit("application/json", len(data))
-        return await pipeline.infer(call, Body([data], len(data)))
+        try:
+            return await pipeline.infer(call, Body([data], len(data)))
+        finally:
+            call.release()
 
     try:
         return anyio.run(go)

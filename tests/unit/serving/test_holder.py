@@ -334,3 +334,33 @@ def test_registry_writes_are_readable_by_other_users(registry: Registry) -> None
     assert {p.stat().st_mode & 0o777 for p in (registry.dir / version).iterdir()} == {0o644}
     assert not [p.name for p in registry.dir.iterdir() if p.name.startswith(".aliases")]
     assert json.loads((registry.dir / ALIASES_FILE).read_text())["production"]["version"] == "v2"
+
+
+# --- what a client is told while nothing is served ------------------------------------------------------
+def test_a_refused_version_is_told_apart_from_one_still_loading(registry: Registry) -> None:
+    holder, _ = make_holder(registry, Clock())
+    loading = holder.unavailable()
+    assert (loading.kind, loading.extra) == ("not-ready", {"retry_after": 1})
+    assert "still loading" in loading.detail
+
+    original = corrupt(registry.dir / "v1" / "model.joblib")
+    holder.refresh()
+    assert holder.failure is not None and "sha256" in holder.failure.detail  # the log's words
+    refused = holder.unavailable()
+    assert (refused.status, refused.kind, refused.extra) == (503, "model-refused", {"version": "v1"})
+    assert "integrity" in refused.detail and "operator" in refused.detail
+    assert str(registry.root) not in refused.detail and "sha256 " not in refused.detail
+
+    (registry.dir / "v1" / "model.joblib").write_bytes(original)
+    holder.refresh()
+    assert serving(holder) == "v1" and holder.failure is None
+
+
+def test_an_unreadable_registry_is_loading_not_refused(registry: Registry) -> None:
+    holder, _ = make_holder(registry, Clock())
+    truncate_aliases(registry)
+    holder.refresh()
+    assert holder.failure is not None and holder.failure.refused is None
+    error = holder.unavailable()
+    assert error.kind == "not-ready" and error.extra == {"retry_after": 1}
+    assert str(registry.root) not in error.detail and "aliases" not in error.detail

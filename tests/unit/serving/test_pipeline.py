@@ -30,6 +30,7 @@ from service.settings import BatchErrorPolicy, Settings
 JSON = "application/json"
 ROWS: list[dict[str, Any]] = example_rows()["rows"]
 PHAT = [e["phat"] for e in example_rows()["expected"]]
+ONE_COLUMN = {"x91": 0.04191}  # a valid row (the others imputed) in a few bytes: many rows, a small body
 
 
 class Recording:
@@ -68,13 +69,16 @@ def build(
 async def infer(
     pipeline: ScoringPipeline, body: bytes, *, chunk: int = 0, accepts_gzip: bool = False
 ) -> Answer:
-    """What an adapter does: admit, read the body (fed to the hasher as it arrives), infer."""
+    """What an adapter does: admit, read the body (fed to the hasher as it arrives), infer, release."""
     call = pipeline.admit(JSON, len(body))
-    chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
-    for part in chunks:
-        if call.hasher is not None:
-            call.hasher.update(part)
-    return await pipeline.infer(call, Body(chunks, len(body), call.hasher), accepts_gzip=accepts_gzip)
+    try:
+        chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
+        for part in chunks:
+            if call.hasher is not None:
+                call.hasher.update(part)
+        return await pipeline.infer(call, Body(chunks, len(body), call.hasher), accepts_gzip=accepts_gzip)
+    finally:
+        call.release()
 
 
 def answer(pipeline: ScoringPipeline, body: bytes, **kwargs: Any) -> Answer:
@@ -111,7 +115,12 @@ def test_answers_one_row_and_a_batch(approved_registry: Registry) -> None:
 def test_unseen_and_unknown_keys_are_reported(approved_registry: Registry) -> None:
     pipeline, metrics = build(approved_registry)
     out = answer(pipeline, orjson.dumps([dict(ROWS[0], x31="mars"), dict(ROWS[1], note="x")]))
-    assert out.headers == {"X-Model-Version": "v1", "X-Unseen-Categories": "1"}
+    assert out.headers == {
+        "X-Model-Version": "v1",
+        "X-Unseen-Categories": "1",
+        "X-Unseen-Values": "1; x31=mars",
+        "X-Unknown-Keys": "1; note",
+    }
     metrics.buffer.flush()
     assert metrics.registry.get_sample_value("propensity_unknown_keys_total") == 1.0
     assert metrics.registry.get_sample_value("propensity_unseen_categories_total", {"column": "x31"}) == 1.0
@@ -267,12 +276,12 @@ def test_many_rows_in_a_small_body_are_scored_off_the_loop(approved_registry: Re
     pipeline, _ = build(approved_registry, offload_min_rows=300)
     model = model_of(pipeline)
     gate = Gate(model, rows=10**9)  # records threads only
-    body = orjson.dumps([{}] * 300)
+    body = orjson.dumps([ONE_COLUMN] * 300)
     assert len(body) < pipeline.offload_min_bytes
 
     async def scenario() -> int:
         await infer(pipeline, body)
-        await infer(pipeline, orjson.dumps([{}] * 299))
+        await infer(pipeline, orjson.dumps([ONE_COLUMN] * 299))
         return threading.get_ident()
 
     loop_thread = anyio.run(scenario)
@@ -316,7 +325,7 @@ def test_a_call_off_the_loop_for_its_size_pauses_between_slices(approved_registr
 
     async def scenario() -> tuple[Answer, int]:
         await infer(pipeline, orjson.dumps(ROWS[0]))  # inline: no pause
-        await infer(pipeline, orjson.dumps([{}] * 300))  # off the loop for its rows: counted as small
+        await infer(pipeline, orjson.dumps([ONE_COLUMN] * 300))  # off the loop for its rows: counted as small
         assert turns.paused_on == []
         return await infer(pipeline, big_body), threading.get_ident()
 
