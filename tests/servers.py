@@ -82,10 +82,16 @@ class Server:
 
 
 def launch_server(
-    artifacts: Path, log_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None
+    artifacts: Path,
+    log_dir: Path,
+    *,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Server:
-    """A `propensity serve` on a free port, in its own session, its output in `log_dir`; not waited for."""
-    port = free_port()
+    """A `propensity serve` on `port` (default: a free one), in its own session, its output in `log_dir`;
+    not waited for."""
+    port = port or free_port()
     log = log_dir / f"serve-{port}.log"
     full_env = {
         **os.environ,
@@ -112,9 +118,10 @@ def start_server(
     workers: int = 2,
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
+    port: int | None = None,
 ) -> Server:
     """A `propensity serve` whose every worker answers /health/ready; stopped again if it never does."""
-    server = launch_server(artifacts, log_dir, workers=workers, env=env)
+    server = launch_server(artifacts, log_dir, workers=workers, env=env, port=port)
     try:
         _wait_ready(server, workers, timeout)
     except BaseException:

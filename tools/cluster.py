@@ -5,10 +5,12 @@
     make status                            # python -m tools.cluster status
     make down                              # python -m tools.cluster down: stops exactly what `up` started
 
-Each replica is `propensity serve --port P --workers W`: its own gunicorn process tree on its own
-loopback port, with its own PROMETHEUS_MULTIPROC_DIR. Everything the cluster writes lives in the run dir
-(default run/cluster): cluster.json (the config), nginx.conf and prometheus.yml (generated), pids/,
-logs/, metrics/<replica>/, redis/, prometheus/ (its TSDB) and nginx/ (temp files).
+Every process is a program of one supervisord (tools/supervisor_config.py), which restarts a process that
+dies and rotates the logs. Each replica is `propensity serve --port P --workers W`: its own gunicorn process
+tree on its own loopback port, with its own PROMETHEUS_MULTIPROC_DIR. Everything the cluster writes lives in
+the run dir (default run/cluster): cluster.json (the config), supervisord.conf, nginx.conf and
+prometheus.yml (generated), supervisor.sock (supervisord's control socket), pids/supervisord.pid, logs/,
+metrics/<replica>/, redis/, prometheus/ (its TSDB) and nginx/ (temp files).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +32,7 @@ from typing import Annotated, Any
 import typer
 
 from service.errors import PropensityError
-from tools import procs
+from tools import procs, supervisor_config
 from tools.cluster_config import (
     HOST,
     ClusterConfig,
@@ -41,6 +44,7 @@ from tools.cluster_config import (
     write_secrets,
 )
 from tools.procs import ProcessRecord
+from tools.supervisor_config import SOCKET_NAME, Program
 
 STATE_FILE = "cluster.json"
 # What `up` sets for each replica itself: the caller's environment does not override these.
@@ -56,6 +60,10 @@ REPLICA_OWN_ENV = frozenset(
     }
 )
 _MAIN = "from service.cli import main; main()"
+_ENV = shutil.which("env") or "/usr/bin/env"
+SUPERVISORD_PID = "supervisord.pid"
+# supervisord states of a program that did not come up (BACKOFF: it exited before startsecs; it retries)
+_FAILED_TO_START = frozenset({"BACKOFF", "FATAL", "EXITED", "STOPPED", "UNKNOWN"})
 APT_PACKAGES = {"nginx": "nginx-light", "redis-server": "redis-server", "prometheus": "prometheus"}
 
 
@@ -93,8 +101,10 @@ def metric_value(text: str, name: str) -> float | None:
 class Cluster:
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
-        self.records: dict[str, ProcessRecord] = {}
-        self._load_records()
+        self.supervisord: ProcessRecord | None = None
+        path = self.config.pids_dir / SUPERVISORD_PID
+        if path.is_file():
+            self.supervisord = ProcessRecord.load(path)
 
     @classmethod
     def from_run_dir(cls, run_dir: Path) -> Cluster:
@@ -103,16 +113,9 @@ class Cluster:
             raise ClusterError(f"no cluster in {run_dir} ({STATE_FILE} not found): nothing was started there")
         return cls(ClusterConfig.from_json(json.loads(path.read_text())))
 
-    def _load_records(self) -> None:
-        pids = self.config.pids_dir
-        if pids.is_dir():
-            for path in sorted(pids.glob("*.pid")):
-                record = ProcessRecord.load(path)
-                self.records[record.name] = record
-
     # --- what runs ---------------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        """Start order; `down` goes in reverse."""
+        """Start order; supervisord stops them in reverse."""
         return [
             *(["redis"] if self.config.redis else []),
             *self.config.replica_names(),
@@ -120,22 +123,56 @@ class Cluster:
             "prometheus",
         ]
 
+    def supervisor_running(self) -> bool:
+        return self.supervisord is not None and procs.is_running(self.supervisord)
+
+    def process_info(self) -> dict[str, dict[str, Any]]:
+        """supervisord's view of every program (state, pid, logs); {} when supervisord is not running."""
+        if not self.supervisor_running():
+            return {}
+        try:
+            infos = self._rpc("getAllProcessInfo")
+        except OSError:
+            return {}
+        return {info["name"]: info for info in infos if info["name"] in self.names()}
+
+    @property
+    def records(self) -> dict[str, ProcessRecord]:
+        """The programs running now: pid and start time as supervisord started them, and their logs."""
+        out = {}
+        for name, info in self.process_info().items():
+            if info["statename"] == "RUNNING" and info["pid"]:
+                program = self.program(name)
+                record = procs.record_of(name, info["pid"], program.argv, program.log)
+                if record is not None:
+                    out[name] = record
+        return out
+
     def running(self) -> dict[str, bool]:
-        return {name: name in self.records and procs.is_running(self.records[name]) for name in self.names()}
+        info = self.process_info()
+        return {name: info.get(name, {}).get("statename") == "RUNNING" for name in self.names()}
 
     def status(self) -> list[dict[str, Any]]:
-        ports = self.config.ports()
-        out = []
+        ports, info = self.config.ports(), self.process_info()
+        supervisor = self.supervisord if self.supervisor_running() else None
+        out: list[dict[str, Any]] = [
+            {
+                "name": "supervisord",
+                "pid": supervisor.pid if supervisor else None,
+                "address": str(self.config.run_dir / SOCKET_NAME),
+                "state": "running" if supervisor else "stopped",
+                "log": str(self.config.logs_dir / "supervisord.log"),
+            }
+        ]
         for name in self.names():
-            record = self.records.get(name)
-            alive = record is not None and procs.is_running(record)
+            state = info.get(name, {}).get("statename", "STOPPED")
             out.append(
                 {
                     "name": name,
-                    "pid": record.pid if record else None,
-                    "port": ports[name],
-                    "state": "running" if alive else "stopped",
-                    "log": record.log if record else None,
+                    "pid": (info[name]["pid"] or None) if name in info else None,
+                    "address": f"{HOST}:{ports[name]}",
+                    "state": state.lower(),
+                    "log": str(self.program(name).log),
                 }
             )
         return out
@@ -143,11 +180,11 @@ class Cluster:
     # --- up / down ---------------------------------------------------------------------------------------
     def up(self, timeout: float = 120.0) -> None:
         """Start everything and wait until it all answers; on any failure stop what was started."""
-        alive = [name for name, up in self.running().items() if up]
-        if alive:
+        if self.supervisor_running():
             raise ClusterError(
-                f"a cluster is already running from {self.config.run_dir} ({', '.join(alive)}): "
-                "`make down` (python -m tools.cluster down) first"
+                f"a cluster is already running from {self.config.run_dir} (supervisord, pid "
+                f"{self.supervisord.pid if self.supervisord else '?'}): `make down` "
+                "(python -m tools.cluster down) first"
             )
         taken = ports_in_use(self.config.ports())
         if taken:
@@ -163,6 +200,7 @@ class Cluster:
         self._import_model()
         deadline = time.monotonic() + timeout
         try:
+            self.start_supervisord(deadline - time.monotonic())
             if self.config.redis:
                 self.start("redis", deadline - time.monotonic())
             for name in self.config.replica_names():
@@ -176,58 +214,103 @@ class Cluster:
             self.down()
             raise
 
-    def down(self, timeout: float = 30.0) -> list[str]:
-        """Stop every process of this cluster that is still running, in reverse start order."""
-        stopped = []
-        for name in reversed(self.names()):
-            record = self.records.get(name)
-            if record is None:
-                continue
+    def down(self, timeout: float = 120.0) -> list[str]:
+        """Stop supervisord, which stops every program first (each as a process group, SIGKILLed after its
+        stop timeout); then SIGKILL anything of its session still alive. The names of what was running."""
+        stopped = [name for name, up in self.running().items() if up]
+        record = self.supervisord
+        if record is not None:
             if procs.stop(record, timeout=timeout):
-                stopped.append(name)
-            (self.config.pids_dir / f"{name}.pid").unlink(missing_ok=True)
-            del self.records[name]
+                stopped.append("supervisord")
+            procs.kill_session(record)
+            (self.config.pids_dir / SUPERVISORD_PID).unlink(missing_ok=True)
+            self.supervisord = None
+        for path in sorted(self.config.pids_dir.glob("*.pid")):  # a cluster started before supervisord
+            legacy = ProcessRecord.load(path)
+            if procs.stop(legacy, timeout=30):
+                stopped.append(legacy.name)
+            path.unlink(missing_ok=True)
         return stopped
 
-    # --- one process -------------------------------------------------------------------------------------
+    # --- supervisord and one program ---------------------------------------------------------------------
+    def _rpc(self, method: str, *args: Any) -> Any:
+        return supervisor_config.call(self.config.run_dir / SOCKET_NAME, method, *args)
+
+    def start_supervisord(self, timeout: float = 30.0) -> ProcessRecord:
+        """Start supervisord (no program yet but the orphan reaper) unless it runs; wait until it answers."""
+        if self.supervisord is not None and procs.is_running(self.supervisord):
+            return self.supervisord
+        conf = self.config.run_dir / supervisor_config.CONF_NAME
+        if not conf.is_file():
+            raise ClusterError(f"{conf} not found: prepare() writes it")
+        (self.config.run_dir / SOCKET_NAME).unlink(missing_ok=True)  # left by a supervisord that was killed
+        argv = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
+        log = self.config.logs_dir / "supervisord.out"  # what it prints before its own log is open
+        record = procs.spawn("supervisord", argv, env=self._environment(), log=log, cwd=self.config.run_dir)
+        record.save(self.config.pids_dir)  # pids/supervisord.pid
+        self.supervisord = record
+        deadline = time.monotonic() + max(timeout, 1.0)
+        while time.monotonic() < deadline:
+            if not procs.is_running(record):
+                raise ClusterError(f"supervisord exited while starting; it says:\n{procs.tail(log)}")
+            try:
+                if self._rpc("getState")["statename"] == "RUNNING":
+                    return record
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise ClusterError(f"supervisord did not answer within {timeout:.0f}s:\n{procs.tail(log)}")
+
     def start(self, name: str, timeout: float = 60.0) -> ProcessRecord:
-        record = self._spawn(name)
+        self.start_supervisord(timeout)
+        self._spawn(name)
         self._wait(name, timeout)
-        return record
+        return self.records[name]
 
-    def stop(self, name: str, timeout: float = 30.0) -> None:
-        record = self.records.pop(name, None)
-        if record is not None:
-            procs.stop(record, timeout=timeout)
-            (self.config.pids_dir / f"{name}.pid").unlink(missing_ok=True)
+    def stop(self, name: str) -> None:
+        """Stop one program and wait (supervisord SIGTERMs its group, SIGKILLs it after its stop timeout)."""
+        if not self.supervisor_running():
+            return
+        try:
+            self._rpc("stopProcess", name, True)
+        except xmlrpc.client.Fault as fault:
+            if "NOT_RUNNING" not in fault.faultString:
+                raise ClusterError(f"stopping {name}: {fault.faultString}") from None
 
-    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
-        """Signal a process's whole group at once (SIGKILL: a replica dies with every worker)."""
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> ProcessRecord:
+        """Signal a program's whole process group at once (SIGKILL: a replica dies with every worker).
+        supervisord starts it again; the record returned is the process that was signalled."""
         record = self.records[name]
         procs.signal_group(record, sig)
         if sig == signal.SIGKILL:
             procs.wait_gone(record, 10.0)
-
-    def _spawn(self, name: str) -> ProcessRecord:
-        if name in self.records and procs.is_running(self.records[name]):
-            raise ClusterError(f"{name} is already running (pid {self.records[name].pid})")
-        argv, env = self._command(name)
-        log = self.config.logs_dir / f"{name}.log"
-        record = procs.spawn(name, argv, env=env, log=log, cwd=self.config.run_dir)
-        record.save(self.config.pids_dir)
-        self.records[name] = record
         return record
 
-    def _command(self, name: str) -> tuple[list[str], dict[str, str]]:
+    def _spawn(self, name: str) -> None:
+        try:
+            self._rpc("startProcess", name, False)
+        except xmlrpc.client.Fault as fault:
+            if "ALREADY_STARTED" in fault.faultString:
+                raise ClusterError(f"{name} is already running") from None
+            raise ClusterError(
+                f"{name} did not start ({fault.faultString}); its log says:\n"
+                f"{procs.tail(self.program(name).log)}"
+            ) from None
+
+    def program(self, name: str) -> Program:
         c = self.config
-        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        run = c.run_dir
+        run, logs = c.run_dir, c.logs_dir
         if name == "redis":  # everything in redis.conf, the password included (not on the command line)
-            return [find_program("redis-server"), str(c.redis_conf_file)], env
-        if name == "nginx":
-            conf, error_log = run / "nginx.conf", c.logs_dir / "nginx-error.log"
-            argv = [find_program("nginx"), "-c", str(conf), "-p", f"{run}/", "-e", str(error_log)]
-            return [*argv, "-g", "daemon off;"], env
+            return Program(name, [find_program("redis-server"), str(c.redis_conf_file)], logs / "redis.log")
+        if name == "nginx":  # in the foreground; its access log on stdout, its error log on stderr
+            argv = [find_program("nginx"), "-c", str(run / "nginx.conf"), "-p", f"{run}/", "-e", "stderr"]
+            return Program(
+                name,
+                [*argv, "-g", "daemon off;"],
+                log=logs / "nginx-error.log",
+                stdout_log=logs / "nginx-access.log",
+                priority=300,  # stopped first: no request reaches a stopping replica
+            )
         if name == "prometheus":
             argv = [
                 find_program("prometheus"),
@@ -237,16 +320,29 @@ class Cluster:
                 f"--web.listen-address={HOST}:{c.prometheus_port}",
                 "--log.level=warn",
             ]
-            return argv, env
+            return Program(name, argv, logs / "prometheus.log", priority=300)
         port = c.ports()[name]
-        for key in [k for k in env if k.startswith("PROPENSITY_")]:
-            if key in REPLICA_OWN_ENV:
-                del env[key]
+        propensity = Path(sys.executable).with_name("propensity")
+        cli = [str(propensity)] if propensity.exists() else [sys.executable, "-c", _MAIN]
+        # `env` sets the one variable that differs per replica, then execs: supervisord's pid is gunicorn's
+        argv = [_ENV, f"PROMETHEUS_MULTIPROC_DIR={c.metrics_dir(name)}", *cli]
+        argv += ["serve", "--port", str(port), "--workers", str(c.workers)]
+        # > gunicorn's graceful_timeout (30 s): in-flight requests finish before supervisord kills the group
+        return Program(name, argv, logs / f"{name}.log", stop_seconds=35, priority=200)
+
+    def _environment(self) -> dict[str, str]:
+        """supervisord's environment, which every program inherits: the caller's, less what the cluster sets
+        for the replicas itself, plus the replicas' common settings (per replica: only the metrics dir)."""
+        c = self.config
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k != "PROMETHEUS_MULTIPROC_DIR" and not (k.startswith("PROPENSITY_") and k in REPLICA_OWN_ENV)
+        }
         env.update(
             {
                 "PROPENSITY_ARTIFACTS_DIR": str(c.artifacts_dir),
                 "PROPENSITY_HOST": HOST,
-                "PROMETHEUS_MULTIPROC_DIR": str(c.metrics_dir(name)),
                 **(
                     {
                         "PROPENSITY_REDIS_URL": c.redis_url,
@@ -259,9 +355,7 @@ class Cluster:
                 **c.env,
             }
         )
-        propensity = Path(sys.executable).with_name("propensity")
-        cli = [str(propensity)] if propensity.exists() else [sys.executable, "-c", _MAIN]
-        return [*cli, "serve", "--port", str(port), "--workers", str(c.workers)], env
+        return env
 
     # --- readiness ---------------------------------------------------------------------------------------
     def _wait(self, name: str, timeout: float) -> None:
@@ -275,20 +369,23 @@ class Cluster:
         else:
             port = self.config.ports()[name]
             check = lambda: self.replica_ready(port)  # noqa: E731
-        record = self.records[name]
         deadline = time.monotonic() + max(timeout, 1.0)
         while time.monotonic() < deadline:
-            if not procs.is_running(record):
-                raise ClusterError(f"{name} exited while starting; its log says:\n{procs.tail(record.log)}")
+            if not self.supervisor_running():
+                log = self.config.logs_dir / "supervisord.log"
+                raise ClusterError(f"supervisord exited while {name} started:\n{procs.tail(log)}")
+            state = self._rpc("getProcessInfo", name)["statename"]
+            if state in _FAILED_TO_START:
+                tail = procs.tail(self.program(name).log)
+                raise ClusterError(f"{name} exited while starting ({state}); its log says:\n{tail}")
             try:
-                if check():
+                if state == "RUNNING" and check():
                     return
             except OSError:
                 pass
             time.sleep(0.2)
-        raise ClusterError(
-            f"{name} was not ready within {timeout:.0f}s; its log says:\n{procs.tail(record.log)}"
-        )
+        log = self.program(name).log
+        raise ClusterError(f"{name} was not ready within {timeout:.0f}s; its log says:\n{procs.tail(log)}")
 
     def _redis_ready(self) -> bool:
         """Redis answers, and accepts the generated password."""
@@ -350,7 +447,8 @@ class Cluster:
 
     # --- files -------------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the run dir and write cluster.json, nginx.conf (checked with nginx -t), prometheus.yml."""
+        """Create the run dir and write cluster.json, nginx.conf (checked with nginx -t), prometheus.yml and
+        supervisord.conf."""
         c = self.config
         for path in [
             c.logs_dir,
@@ -363,8 +461,18 @@ class Cluster:
         for name in c.replica_names():
             c.metrics_dir(name).mkdir(parents=True, exist_ok=True)
         (c.run_dir / STATE_FILE).write_text(json.dumps(c.to_json(), indent=1) + "\n")
-        (c.run_dir / "nginx.conf").write_text(nginx_conf(c))
+        (c.run_dir / "nginx.conf").write_text(logs_to_stdio(nginx_conf(c), c))
         (c.run_dir / "prometheus.yml").write_text(prometheus_yml(c))
+        try:
+            conf = supervisor_config.supervisord_conf(
+                c.run_dir,
+                [self.program(name) for name in self.names()],
+                log_max_bytes=c.log_max_bytes,
+                log_backups=c.log_backups,
+            )
+        except ValueError as exc:
+            raise ClusterError(f"cannot run supervisord in {c.run_dir}: {exc}") from None
+        (c.run_dir / supervisor_config.CONF_NAME).write_text(conf)
         if c.redis:
             write_secrets(c)
             write_private(c.redis_conf_file, redis_conf(c))
@@ -379,6 +487,21 @@ class Cluster:
         settings = Settings(artifacts_dir=self.config.artifacts_dir)
         if settings.model_version is None:
             ensure_production(Registry(self.config.artifacts_dir, settings.model_name))
+
+
+def logs_to_stdio(text: str, config: ClusterConfig) -> str:
+    """nginx.conf with its error log on stderr and its access log on stdout, where supervisord captures
+    them into the very files nginx_conf() names (logs/nginx-error.log, logs/nginx-access.log) and rotates
+    them. nginx itself cannot rotate a log by size."""
+    logs = config.logs_dir
+    for old, new in [
+        (f"error_log {logs / 'nginx-error.log'} ", "error_log stderr "),
+        (f"access_log {logs / 'nginx-access.log'} ", "access_log /dev/stdout "),
+    ]:
+        if text.count(old) != 1:
+            raise ClusterError(f"nginx.conf has not exactly one `{old.strip()}`: nginx_conf() changed?")
+        text = text.replace(old, new)
+    return text
 
 
 def check_nginx_conf(conf: Path, prefix: Path) -> str:
@@ -417,6 +540,14 @@ def cli_up(
     rate_limit: Annotated[
         float | None, typer.Option(help="nginx limit on /predict, req/s per client; 0 = off")
     ] = None,
+    api_keys_file: Annotated[
+        Path | None,
+        typer.Option(help='file of `"<key>" <client>;` lines: nginx asks every request for an X-API-Key'),
+    ] = None,
+    max_large_requests: Annotated[
+        int | None,
+        typer.Option(min=1, help="nginx: large requests (bodies from 256 KiB) in flight; more get 503"),
+    ] = None,
 ) -> None:
     """Start the cluster and wait until every part answers."""
     config = ClusterConfig.from_settings(
@@ -429,6 +560,8 @@ def cli_up(
         prometheus_port=prometheus_port,
         redis=redis,
         rate_limit_per_second=rate_limit,
+        api_keys_file=api_keys_file.resolve() if api_keys_file else None,
+        max_large_requests=max_large_requests,
     )
     cluster = Cluster(config)
     started = time.monotonic()
@@ -444,7 +577,7 @@ def cli_up(
 
 @cli.command("down")
 def cli_down(run_dir: RunDir = Path("run/cluster")) -> None:
-    """Stop exactly what `up` started (by its PID files)."""
+    """Stop exactly what `up` started: supervisord, and with it every process of the cluster."""
     try:
         cluster = Cluster.from_run_dir(run_dir)
     except PropensityError as exc:
@@ -463,7 +596,7 @@ def cli_status(run_dir: RunDir = Path("run/cluster")) -> None:
         typer.echo(exc.detail)
         raise typer.Exit(1) from None
     _print_status(cluster)
-    if not all(cluster.running().values()):
+    if not cluster.supervisor_running() or not all(cluster.running().values()):
         raise typer.Exit(3)
 
 
@@ -471,8 +604,7 @@ def _print_status(cluster: Cluster) -> None:
     typer.echo(f"{'process':<12} {'pid':>8} {'address':<22} {'state':<8} log")
     for row in cluster.status():
         pid = str(row["pid"] or "-")
-        address = f"{HOST}:{row['port']}"
-        typer.echo(f"{row['name']:<12} {pid:>8} {address:<22} {row['state']:<8} {row['log'] or '-'}")
+        typer.echo(f"{row['name']:<12} {pid:>8} {row['address']:<22} {row['state']:<8} {row['log']}")
     c = cluster.config
     typer.echo(f"public: {c.nginx_url}  prometheus: {c.prometheus_url}  redis: {c.redis_url or 'off (LRU)'}")
 

@@ -42,12 +42,31 @@ class ClusterConfig:
     redis: bool = True  # False: no redis-server; every replica keeps its own in-process LRU
     rate_limit_per_second: float = 0.0  # 0 = off
     rate_limit_burst: int = 50
+    # A file of `"<key>" <client>;` lines (the Swarm api_keys secret's format): every request but nginx's
+    # own /health needs an X-API-Key from it, and the rate limit counts per client instead of per address.
+    api_keys_file: Path | None = None
     max_body_bytes: int = 32 * 1024 * 1024
+    # Bodies from this size (or chunked) are "large": buffered to disk, not memory, at most
+    # max_large_requests of them in flight through nginx (more get 503 + Retry-After), long upstream
+    # timeouts. The default is the app's OFFLOAD_MIN_BYTES: from there a call is scored off the event loop.
+    large_body_bytes: int = 256 * 1024
+    # 8 keep each worker of two replicas (2 workers each) busy with one big call scoring and one waiting,
+    # while costing nginx little (bodies on disk, at most 1 MiB of each answer in memory: far below the
+    # Swarm stacks' 256 MiB) and keeping the bodies a replica has to hold at once well within its 1 GiB.
+    max_large_requests: int = 8
+    # How long a replica has to answer a small request before nginx counts it as failed and asks the next
+    # one: what a hung replica can cost the few requests it holds (least_conn sends it no more). Not
+    # shorter: an overloaded replica looks the same as a hung one, and 2,100 single rows in flight on one
+    # replica queued up to ~5 s on the 2-core test machine; at 2 s the timeouts took the last replica out.
+    upstream_timeout_seconds: float = 10.0
     nginx_workers: int = 1
     retry_tries: int = 3
     gzip_min_length: int = 16 * 1024
     scrape_interval_seconds: float = 2.0
     redis_maxmemory: str = "256mb"
+    # supervisord rotates every process's log (nginx's access log too) at this size, keeping this many
+    log_max_bytes: int = 20 * 1024 * 1024
+    log_backups: int = 5
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every replica
 
     def __post_init__(self) -> None:
@@ -60,6 +79,14 @@ class ClusterConfig:
             raise ValueError(f"the cluster's ports overlap: {ports}")
         if any(not 1 <= p <= 65535 for p in ports.values()):
             raise ValueError(f"ports must be 1..65535: {ports}")
+        if not 1024 <= self.large_body_bytes <= self.max_body_bytes:
+            raise ValueError(f"large_body_bytes must be 1024..max_body_bytes, got {self.large_body_bytes}")
+        if self.max_large_requests < 1:
+            raise ValueError(f"max_large_requests must be >= 1, got {self.max_large_requests}")
+        if not 0.1 <= self.upstream_timeout_seconds <= 60:
+            raise ValueError(f"upstream_timeout_seconds must be 0.1..60, got {self.upstream_timeout_seconds}")
+        if self.api_keys_file is not None and '"' in str(self.api_keys_file):
+            raise ValueError(f"api_keys_file must not contain a double quote: {self.api_keys_file}")
 
     @classmethod
     def from_settings(
@@ -140,11 +167,14 @@ class ClusterConfig:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["run_dir"], data["artifacts_dir"] = str(self.run_dir), str(self.artifacts_dir)
+        data["api_keys_file"] = str(self.api_keys_file) if self.api_keys_file else None
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClusterConfig:
-        return cls(**{**data, "run_dir": Path(data["run_dir"]), "artifacts_dir": Path(data["artifacts_dir"])})
+        paths = {k: Path(data[k]) for k in ("run_dir", "artifacts_dir")}
+        keys = data.get("api_keys_file")
+        return cls(**{**data, **paths, "api_keys_file": Path(keys) if keys else None})
 
 
 def write_secrets(config: ClusterConfig) -> None:
@@ -237,9 +267,7 @@ def nginx_conf(config: ClusterConfig, template: str | None = None) -> str:
     servers = "\n".join(
         f"        server {HOST}:{port} max_fails=3 fail_timeout=2s;" for port in config.replica_ports()
     )
-    limited = config.rate_limit_per_second > 0
-    rate = f"{config.rate_limit_per_second:g}r/s"
-    burst = f" burst={config.rate_limit_burst} nodelay" if config.rate_limit_burst > 0 else ""
+    keys = config.api_keys_file
     run = config.run_dir
     values = {
         # Workers drop root when nginx starts as root; the run dir may not be reachable by `nobody`
@@ -260,26 +288,86 @@ def nginx_conf(config: ClusterConfig, template: str | None = None) -> str:
             ]
         ),
         "UPSTREAM_SERVERS": servers,
-        "RATE_LIMIT_ZONE": (
-            f"    limit_req_zone $binary_remote_addr zone=predict:10m rate={rate};\n"
-            "    limit_req_status 429;\n"
-            "    limit_req_log_level warn;"
-            if limited
-            else "    # rate limit off (PROPENSITY_RATE_LIMIT_PER_SECOND=0)"
-        ),
-        "RATE_LIMIT": (
-            f"            limit_req zone=predict{burst};"
-            if limited
-            else "            # no limit_req: rate limit off"
+        **rate_limit_values(
+            "$api_client" if keys else "$binary_remote_addr",
+            config.rate_limit_per_second,
+            config.rate_limit_burst,
+            off="    # rate limit off (PROPENSITY_RATE_LIMIT_PER_SECOND=0)",
         ),
         "LISTEN": f"{HOST}:{config.nginx_port}",
-        "API_KEYS": "    # no API keys on loopback (the Swarm stacks check X-API-Key)",
-        "REQUIRE_API_KEY": "            # no API key check",
-        "MAX_BODY_BYTES": str(config.max_body_bytes),
-        "GZIP_MIN_LENGTH": str(config.gzip_min_length),
+        "API_KEYS": (
+            api_keys_map(f'"{keys.resolve()}"')
+            if keys
+            else "    # no API keys (ClusterConfig.api_keys_file, `make up` --api-keys-file)"
+        ),
+        "REQUIRE_API_KEY": REQUIRE_API_KEY if keys else "            # no API key check",
         "RETRY_TRIES": str(config.retry_tries),
+        **proxy_policy_values(config),
     }
     return render(template, values)
+
+
+# --- pieces every deployment's nginx.conf shares (the Swarm stacks' too: tools/swarm_config.py) -----------
+REQUIRE_API_KEY = '            if ($api_client = "") { return 401; }'
+
+
+def api_keys_map(include: str) -> str:
+    """$api_client: the client name the X-API-Key maps to in the included file, "" for none or unknown."""
+    return (
+        '    # X-API-Key -> client name, from a file of `"<key>" <client>;` lines\n'
+        "    map_hash_bucket_size 128;  # keys up to ~100 characters (`openssl rand -hex 24`: 48)\n"
+        "    map $http_x_api_key $api_client {\n"
+        '        default "";\n'
+        f"        include {include};\n"
+        "    }"
+    )
+
+
+def rate_limit_values(key: str, per_second: float, burst: int, *, off: str) -> dict[str, str]:
+    """RATE_LIMIT_ZONE and RATE_LIMIT: limit_req on /predict per `key` (an nginx variable; requests whose
+    key is empty are not counted); `off` is the comment left when per_second is 0."""
+    if per_second <= 0:
+        return {"RATE_LIMIT_ZONE": off, "RATE_LIMIT": "            # no limit_req: rate limit off"}
+    # nginx takes whole requests per second or per minute
+    whole = per_second == int(per_second)
+    rate = f"{int(per_second)}r/s" if whole else f"{max(1, round(per_second * 60))}r/m"
+    return {
+        "RATE_LIMIT_ZONE": (
+            f"    limit_req_zone {key} zone=predict:10m rate={rate};\n"
+            "    limit_req_status 429;\n"
+            "    limit_req_log_level warn;"
+        ),
+        "RATE_LIMIT": f"            limit_req zone=predict burst={burst} nodelay;"
+        if burst > 0
+        else "            limit_req zone=predict;",
+    }
+
+
+def proxy_policy_values(config: ClusterConfig) -> dict[str, str]:
+    """Body limit, large requests, upstream timeout, gzip: the same in every deployment."""
+    return {
+        "MAX_BODY_BYTES": str(config.max_body_bytes),
+        "LARGE_BODY_BYTES": str(config.large_body_bytes),
+        "SMALL_LENGTH_PATTERN": decimal_below(config.large_body_bytes),
+        "MAX_LARGE_REQUESTS": str(config.max_large_requests),
+        "UPSTREAM_TIMEOUT": f"{round(config.upstream_timeout_seconds * 1000)}ms",
+        "RETRY_TIMEOUT": f"{round(config.upstream_timeout_seconds * 3000)}ms",
+        "GZIP_MIN_LENGTH": str(config.gzip_min_length),
+    }
+
+
+def decimal_below(limit: int) -> str:
+    """A regular expression of the decimal numbers below `limit` (leading zeros only make a number look
+    longer, so larger): nginx's map cannot compare numbers, only match them."""
+    digits = str(limit)
+    width = len(digits)
+    parts = [f"[0-9]{{1,{width - 1}}}"] if width > 1 else []
+    for i, digit in enumerate(int(d) for d in digits):
+        if digit:
+            rest = width - i - 1
+            below = "0" if digit == 1 else f"[0-{digit - 1}]"
+            parts.append(digits[:i] + below + (f"[0-9]{{{rest}}}" if rest else ""))
+    return "(?:" + "|".join(parts) + ")"
 
 
 def prometheus_yml(config: ClusterConfig) -> str:

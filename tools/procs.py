@@ -54,9 +54,9 @@ def is_running(record: ProcessRecord) -> bool:
     return stat is not None and stat[1] == record.start_time and stat[0] not in ("Z", "X")
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is `pgid`."""
-    members = []
+def _live_processes() -> list[tuple[int, int, int]]:
+    """(pid, process group, session) of every live (non-zombie) process."""
+    out = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -65,9 +65,43 @@ def group_members(pgid: int) -> list[int]:
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
         fields = raw[raw.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
+        if fields[0] not in ("Z", "X"):
+            out.append((int(entry.name), int(fields[2]), int(fields[3])))
+    return out
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is `pgid`."""
+    return [pid for pid, group, _ in _live_processes() if group == pgid]
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes whose session is `sid`."""
+    return [pid for pid, _, session in _live_processes() if session == sid]
+
+
+def is_alive(pid: int) -> bool:
+    """Some process (not a zombie) has this pid."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def orphaned_groups(sid: int) -> list[int]:
+    """Process groups in session `sid` whose leader is dead but whose members live on: what a program that
+    died left behind (e.g. the workers of a SIGKILLed gunicorn master, still holding its port).
+
+    A pid that is still some group's id is never handed out again, so each of these groups is the dead
+    leader's own."""
+    groups = {group for _, group, session in _live_processes() if session == sid}
+    return sorted(group for group in groups if not is_alive(group))
+
+
+def record_of(name: str, pid: int, argv: Sequence[str], log: str | Path) -> ProcessRecord | None:
+    """A record of a running process someone else started (e.g. supervisord), or None if it is gone."""
+    stat = _stat(pid)
+    if stat is None or stat[0] in ("Z", "X"):
+        return None
+    return ProcessRecord(name=name, pid=pid, start_time=stat[1], argv=list(argv), log=str(log))
 
 
 _children: dict[int, subprocess.Popen[bytes]] = {}  # ours to reap when this process started them
@@ -145,6 +179,20 @@ def _kill_leftovers(record: ProcessRecord) -> None:
     if _orphaned_group(record):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(record.pid, signal.SIGKILL)
+
+
+def kill_session(record: ProcessRecord) -> list[int]:
+    """SIGKILL whatever still runs in the session the record's process led, once that process is gone
+    (a session id, like a group id, is never handed out again while a member lives). The pids it killed."""
+    _reap(record.pid)
+    stat = _stat(record.pid)
+    if stat is not None and not (stat[0] in ("Z", "X") and stat[1] == record.start_time):
+        return []  # ours still runs, or the pid is another process's now (and the session may be too)
+    members = session_members(record.pid)
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return members
 
 
 def wait_gone(record: ProcessRecord, timeout: float) -> bool:

@@ -164,6 +164,27 @@ def deploy(
     return full
 
 
+# --- the docker socket proxy ----------------------------------------------------------------------------
+DOCKER_PROXY_CONF = Path(__file__).resolve().parent.parent / "deploy" / "swarm" / "docker-proxy.conf"
+_STACK_FIELD = '{{index .Service.Labels "com.docker.stack.namespace"}}'
+_LISTEN_FIELD = '{{env "DOCKER_PROXY_LISTEN"}}'
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def docker_proxy_conf(stack: str, listen: str, docker_socket: str = DOCKER_SOCKET) -> str:
+    """deploy/swarm/docker-proxy.conf as Swarm's golang template driver renders it for a task of `stack`
+    listening on `listen` (for nginx -t and the tests; a deploy leaves the rendering to Swarm)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", stack):
+        raise SwarmError(f"stack name {stack!r}: letters, digits, _ and - only")
+    text = DOCKER_PROXY_CONF.read_text()
+    text = text.replace(_STACK_FIELD, stack).replace(_LISTEN_FIELD, listen)
+    if "{{" in text:
+        raise SwarmError(f"{DOCKER_PROXY_CONF} has a template field docker_proxy_conf() does not fill")
+    if text.count(f"unix:{DOCKER_SOCKET}:") != 1:
+        raise SwarmError(f"{DOCKER_PROXY_CONF} must proxy_pass to unix:{DOCKER_SOCKET} exactly once")
+    return text.replace(f"unix:{DOCKER_SOCKET}:", f"unix:{docker_socket}:")
+
+
 # --- state ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ServiceState:

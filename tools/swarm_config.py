@@ -29,7 +29,15 @@ from typing import Any
 
 import yaml
 
-from tools.cluster_config import NGINX_TEMPLATE, ClusterConfig, render
+from tools.cluster_config import (
+    NGINX_TEMPLATE,
+    REQUIRE_API_KEY,
+    ClusterConfig,
+    api_keys_map,
+    proxy_policy_values,
+    rate_limit_values,
+    render,
+)
 from tools.paths import REPO
 
 SWARM_DIR = REPO / "deploy" / "swarm"
@@ -46,6 +54,13 @@ AUTOSCALER_METRICS_PORT = 18391
 
 API_PORT = 1313  # production: every api task and nginx listen on 1313 in their own network namespace
 API_KEYS_SECRET = "/run/secrets/api_keys"  # the api_keys secret's target in both stack files
+# Per API key, in each nginx replica (production runs 2 behind the routing mesh, so a key gets up to twice
+# this): a quarter of the single-row rate the benchmark got through one nginx in front of two replicas
+# (~4,000 req/s, docs/benchmark.md), so one runaway client (a retry loop, a bug) cannot take a whole
+# nginx, while a batch client is never near it (big calls are bounded by the large-request limit). The
+# burst is 2 s at the rate, so a client's reconnect storm passes; nodelay: nothing waits in nginx.
+RATE_LIMIT_PER_SECOND = 1000
+RATE_LIMIT_BURST = 2000
 
 
 def slot_ports() -> list[int]:
@@ -65,24 +80,15 @@ def _common_values() -> dict[str, str]:
         "WORKER_PROCESSES": "auto",
         "ERROR_LOG": "/dev/stderr",  # container logs: `docker service logs <stack>_nginx`
         "ACCESS_LOG": "/dev/stdout",
+        # Temp files (large bodies, the rest of big answers): the image's compiled-in paths, in the
+        # container's writable layer (/var/cache/nginx in the official image, /var/lib/nginx in Debian's)
         "TEMP_PATHS": "    # temp files: the image's compiled-in paths",
-        "RATE_LIMIT_ZONE": (
-            "    # no rate limit: behind Swarm's routing mesh every client has the mesh's address\n"
-            "    # (publish the port in mode: host to limit per client)"
-        ),
-        "RATE_LIMIT": "            # no limit_req (see above)",
+        # per client key, not address: behind Swarm's routing mesh every client has the mesh's address
+        **rate_limit_values("$api_client", RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST, off=""),
         # X-API-Key -> client name, from the api_keys secret: lines of `"<key>" <client-name>;`
-        "API_KEYS": (
-            '    # X-API-Key -> client name, from the api_keys Swarm secret (lines of `"<key>" <client>;`)\n'
-            "    map_hash_bucket_size 128;  # keys up to ~100 characters (`openssl rand -hex 24`: 48)\n"
-            "    map $http_x_api_key $api_client {\n"
-            '        default "";\n'
-            f"        include {API_KEYS_SECRET};\n"
-            "    }"
-        ),
-        "REQUIRE_API_KEY": '            if ($api_client = "") { return 401; }',
-        "MAX_BODY_BYTES": str(defaults.max_body_bytes),
-        "GZIP_MIN_LENGTH": str(defaults.gzip_min_length),
+        "API_KEYS": api_keys_map(API_KEYS_SECRET),
+        "REQUIRE_API_KEY": REQUIRE_API_KEY,
+        **proxy_policy_values(defaults),
     }
 
 

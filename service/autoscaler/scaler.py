@@ -40,12 +40,23 @@ class MemoryScaler:
         self.spec = replicas
 
 
+def task_filters(service: str) -> dict[str, str]:
+    """GET /tasks filters: the service's tasks that should run. The socket proxy matches the query string the
+    docker SDK makes of exactly this dict (keys in this order), so change both together."""
+    return {"service": service, "desired-state": "running"}
+
+
 class DockerScaler:
     """A replicated Swarm service, through the docker SDK (the Engine must be a swarm manager).
 
     The service is looked up afresh for every call, so `scale()` sends the current spec version: if someone
     else changed the service in between, the Engine refuses the update ("update out of sequence") and the
     next decision retries with fresh data. Only the replica count changes; the rest of the spec is kept.
+
+    Every call names the service by its name, never by its id: in the stacks the Engine is reached through
+    a socket proxy (deploy/swarm/docker-proxy.conf) that passes exactly these calls for this one service,
+    by name: GET /version, GET /services/<name>, GET /tasks?filters=<task_filters(name)>,
+    POST /services/<name>/update?version=N.
     """
 
     def __init__(self, service: str, *, base_url: str | None = None, timeout: float = 10.0) -> None:
@@ -81,7 +92,7 @@ class DockerScaler:
             raise ScalerError(f"service {self.service!r} is not replicated ({', '.join(mode)})")
         spec = int(mode["Replicated"].get("Replicas", 0))
         try:
-            tasks = svc.tasks(filters={"desired-state": "running"})
+            tasks = self._client.api.tasks(filters=task_filters(self.service))
         except (DockerException, OSError) as exc:
             raise ScalerError(f"docker engine: {exc}") from exc
         running = sum(1 for t in tasks if t.get("Status", {}).get("State") == "running")
@@ -89,9 +100,26 @@ class DockerScaler:
 
     def scale(self, replicas: int) -> None:
         from docker.errors import DockerException
+        from docker.types import ServiceMode
 
         svc = self._get()
+        if "Replicated" not in svc.attrs["Spec"]["Mode"]:
+            raise ScalerError(f"service {self.service!r} is not replicated")
+        # The spec as the Engine stores it, only the replica count changed (what `docker service scale`
+        # sends). Not svc.scale(): it posts back a spec read with insertDefaults, which differs from the
+        # stored one, and Swarm then replaces every task (on the e2e stack: 10 s with no task listening).
+        spec = svc.attrs["Spec"]
         try:
-            svc.scale(replicas)
+            self._client.api.update_service(
+                self.service,  # by name: the proxy knows the name, not the id
+                svc.version,
+                task_template=spec["TaskTemplate"],
+                name=spec["Name"],
+                labels=spec.get("Labels"),
+                mode=ServiceMode("replicated", replicas),
+                update_config=spec.get("UpdateConfig"),
+                rollback_config=spec.get("RollbackConfig"),
+                endpoint_spec=spec.get("EndpointSpec"),
+            )
         except (DockerException, OSError) as exc:
             raise ScalerError(f"scaling {self.service!r} to {replicas}: {exc}") from exc

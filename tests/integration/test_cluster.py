@@ -1,6 +1,6 @@
 """The local cluster with its real processes: 2 replicas x 2 gunicorn workers, nginx, redis-server and
-prometheus, on free loopback ports. Every load is bounded in requests and time. The tests run in file
-order; the last one kills a replica."""
+prometheus under supervisord, on free loopback ports. Every load is bounded in requests and time. The tests
+run in file order; the last ones kill replicas, which supervisord starts again."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from service.model.registry import Registry
+from service.serving.scorer import CompiledModel
 from tests.servers import METRICS_SETTLE_SECONDS, wait_until
 from tools import procs
 from tools.bench.cluster_bench import cache_hit_vs_miss, make_rows, running_cluster
@@ -30,12 +31,26 @@ from tools.cluster import Cluster, http_get, metric_value
 from tools.cluster_config import free_ports
 from tools.loadgen import LoadRunner, post
 
+# supervisord rotates the logs at this size: small enough that this module's traffic rotates nginx's access
+# log, big enough that the 3 backups keep every line the last test's 6,000 requests write
+LOG_MAX_BYTES = 1024 * 1024
+LOG_BACKUPS = 3
+SUPERVISORD_READ_BYTES = 2 << 16  # supervisord reads a program's output in chunks of up to this
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, approved_registry: Registry) -> Iterator[Cluster]:
     env = {"PROPENSITY_REDIS_BREAKER_RESET_SECONDS": "1", "PROPENSITY_LOG_LEVEL": "info"}
     workdir = tmp_path_factory.mktemp("cluster")
-    with running_cluster(workdir, replicas=2, workers=2, artifacts_dir=approved_registry.root, env=env) as c:
+    with running_cluster(
+        workdir,
+        replicas=2,
+        workers=2,
+        artifacts_dir=approved_registry.root,
+        env=env,
+        log_max_bytes=LOG_MAX_BYTES,
+        log_backups=LOG_BACKUPS,
+    ) as c:
         yield c
 
 
@@ -66,6 +81,36 @@ def replica_metric(cluster: Cluster, name: str, **labels: str) -> float:
             if line.startswith(name) and all(w in line for w in want):
                 total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def log_files(path: Path) -> list[Path]:
+    """A log and the backups supervisord rotated it into, oldest first (name.3, name.2, name.1, name)."""
+    backups = sorted(path.parent.glob(path.name + ".*"), key=lambda p: int(p.suffix[1:]), reverse=True)
+    return [*backups, path]
+
+
+def access_log(cluster: Cluster) -> list[dict[str, Any]]:
+    """nginx's access log lines, the rotated ones included. A rotation may fall inside a line: the part
+    left at the start of the oldest file is skipped."""
+    text = b"".join(p.read_bytes() for p in log_files(cluster.config.logs_dir / "nginx-access.log"))
+    lines = []
+    for line in text.decode().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            assert not lines, f"a broken line in the middle of the access log: {line!r}"
+    return lines
+
+
+def replica_back(cluster: Cluster, name: str, old_pid: int) -> bool:
+    """supervisord runs `name` as a new process, which answers ready, and nothing of the old one is left."""
+    record = cluster.records.get(name)
+    if record is None or record.pid == old_pid or procs.group_members(old_pid):
+        return False
+    try:
+        return cluster.replica_ready(cluster.config.ports()[name])
+    except OSError:
+        return False
 
 
 def request(cluster: Cluster, method: str, path: str, body: bytes | None = None, **headers: str) -> Any:
@@ -124,11 +169,8 @@ def test_request_ids_pass_through_or_are_made_and_are_logged(cluster: Cluster) -
     status, headers, _ = request(cluster, "POST", "/predict", row, X_Request_ID="bad id with spaces")
     assert status == 200 and re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])  # not trusted: replaced
 
-    access = Path(cluster.config.logs_dir / "nginx-access.log")
-
     def logged() -> bool:
-        lines = [json.loads(line) for line in access.read_text().splitlines()]
-        ids = {line["request_id"]: line for line in lines}
+        ids = {line["request_id"]: line for line in access_log(cluster)}
         return mine in ids and made in ids and ids[mine]["upstream_time"] != ""
 
     assert wait_until(logged, 5.0)  # nginx flushes its access log buffer every second
@@ -203,7 +245,7 @@ def test_prometheus_counts_add_up_and_show_the_model(
     assert set(per_replica) == set(cluster.config.replica_names())
 
     version = approved_registry.resolve("production")
-    sha = json.loads(request(cluster, "GET", "/health/ready")[2])["sha256"]
+    sha = CompiledModel.from_artifact(approved_registry.load(version)).sha256  # (/health/ready shows none)
     info = cluster.prometheus_query("propensity_model_info == 1")
     assert {r["metric"]["replica"] for r in info} == set(cluster.config.replica_names())
     assert {r["metric"]["version"] for r in info} == {version}
@@ -258,7 +300,7 @@ def test_redis_stopped_under_load_then_started_again(cluster: Cluster, row_reque
         header="x-cache",
     ).start()
     assert runner.wait_for_progress(600, 60)
-    cluster.stop("redis", timeout=10)
+    cluster.stop("redis")
     stopped_at = runner.progress
     assert runner.wait_for_progress(stopped_at + 600, 60)
     cluster.start("redis", timeout=20)
@@ -311,7 +353,52 @@ def test_a_dead_worker_is_cleaned_up_and_its_counts_kept(cluster: Cluster, row_r
     assert metric_value(text, "propensity_in_flight_requests") in (1.0, 2.0)  # this request (+ a scrape)
 
 
-# --- last: a replica dies ----------------------------------------------------------------------------------
+# --- supervisord: rotated logs, restarted replicas ---------------------------------------------------------
+def test_logs_rotate_at_the_configured_size(cluster: Cluster) -> None:
+    """By now this module has sent > 5,000 requests through nginx: its access log (nginx's stdout, which
+    supervisord captures) was rotated, no file is much over the size, no more backups than configured."""
+    access = log_files(cluster.config.logs_dir / "nginx-access.log")
+    assert [p.name for p in access[-2:]] == ["nginx-access.log.1", "nginx-access.log"], access
+    assert len(access) <= LOG_BACKUPS + 1
+    assert all(p.stat().st_size < LOG_MAX_BYTES + SUPERVISORD_READ_BYTES for p in access)
+    assert sum(p.stat().st_size for p in access[:-1]) >= LOG_MAX_BYTES
+    assert len(access_log(cluster)) > 2_000  # whole JSON lines across the rotations
+    conf = (cluster.config.run_dir / "supervisord.conf").read_text()
+    for program in ["redis", "nginx", "prometheus", *cluster.config.replica_names()]:
+        section = conf.split(f"[program:{program}]\n", 1)[1].split("\n\n", 1)[0]
+        assert f"stdout_logfile_maxbytes={LOG_MAX_BYTES}" in section, program
+        assert f"stdout_logfile_backups={LOG_BACKUPS}" in section, program
+        assert "autorestart=true" in section, program
+
+
+def test_sigkill_a_gunicorn_master_supervisord_restarts_the_replica(
+    cluster: Cluster, row_request: bytes
+) -> None:
+    """Only the master dies: its workers live on holding the port until the orphan reaper stops them, then
+    the master supervisord started again binds it. nginx answers every request meanwhile."""
+    name = cluster.config.replica_names()[-1]
+    master = cluster.records[name].pid
+    orphans = [pid for pid in procs.group_members(master) if pid != master]
+    assert len(orphans) == cluster.config.workers
+    results = []
+    os.kill(master, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while not replica_back(cluster, name, master) and time.monotonic() < deadline:
+        results.append(LoadRunner(cluster.config.nginx_url, [row_request], total=100, concurrency=4).run())
+    restarted_after = 90 - (deadline - time.monotonic())
+    assert replica_back(cluster, name, master), cluster.status()
+    results.append(LoadRunner(cluster.config.nginx_url, [row_request], total=400, concurrency=4).run())
+    sent, failed = sum(r.sent for r in results), sum(r.failed for r in results)
+    print(f"replica back after {restarted_after:.1f}s, {sent} requests meanwhile, {failed} failed")
+    assert sent >= 500 and failed == 0, [r.summary() for r in results if r.failed]
+    assert not any(procs.is_alive(pid) for pid in orphans)
+    reaped = (cluster.config.logs_dir / "orphan-reaper.log").read_text()
+    assert f"left behind by process {master}" in reaped
+    assert wait_until(lambda: predict_count(cluster, name) > 0, 10.0)  # the new one serves through nginx
+    assert cluster.running() == dict.fromkeys(cluster.names(), True)
+
+
+# --- last: a replica dies with every worker ----------------------------------------------------------------
 def test_sigkill_a_replica_with_2000_requests_in_flight(cluster: Cluster, row_request: bytes) -> None:
     victim, survivor = cluster.config.replica_names()
     before = predict_counts(cluster)
@@ -325,19 +412,19 @@ def test_sigkill_a_replica_with_2000_requests_in_flight(cluster: Cluster, row_re
     ).start()
     assert runner.wait_for_progress(2000, 60)
     in_flight = runner.in_flight
-    cluster.kill(victim)  # SIGKILL to the gunicorn master and its workers at once
+    killed = cluster.kill(victim)  # SIGKILL to the gunicorn master and its workers at once
     killed_at = runner.progress
     result = runner.wait()
     print(result.summary(), f"in flight at the kill: {in_flight}, completed then: {killed_at}")
     assert in_flight >= 2000
     assert (result.sent, result.failed) == (6000, 0), result.summary()
-    assert not cluster.running()[victim]
+    assert wait_until(lambda: replica_back(cluster, victim, killed.pid), 90.0, 0.25), cluster.status()
     time.sleep(METRICS_SETTLE_SECONDS)
-    assert predict_count(cluster, survivor) - before[survivor] >= 6000 - killed_at
-
-    access = Path(cluster.config.logs_dir / "nginx-access.log")
+    # what the victim's new process answered (its counts start at 0) and the survivor add up to the rest
+    after_kill = predict_count(cluster, survivor) - before[survivor] + predict_count(cluster, victim)
+    assert after_kill >= 6000 - killed_at
 
     def retried() -> bool:  # nginx logs "a, b" as the upstream of a request it had to send elsewhere
-        return any(", " in json.loads(line)["upstream"] for line in access.read_text().splitlines())
+        return any(", " in line["upstream"] for line in access_log(cluster))
 
     assert wait_until(retried, 5.0)

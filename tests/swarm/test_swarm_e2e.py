@@ -4,8 +4,9 @@ The module fixture prepares a registry (the approved model as v1 = production, a
 key, deploys the stack as `propensity-e2e` and waits until every task is healthy. The tests then run in
 file order, each under bounded load through nginx on 127.0.0.1 (tools/loadgen.py): scoring equal to
 in-process scoring, scale to 4, a rolling update to a new image tag and model version, a rollback, a
-killed task, the autoscaler (scaled to 1 only then: the earlier steps scale api by hand) raising api from
-2 replicas under load and returning it to 2 after, and the complete teardown. Every listener is on
+killed task, 32 concurrent 10,000-row requests within the memory limits, the autoscaler (scaled to 1
+only then: the earlier steps scale api by hand) raising api from 2 replicas under load and returning it
+to 2 after, and the complete teardown. Every listener is on
 loopback; the swarm is left as it was found (a one-node swarm created here is left again, with the
 docker_gwbridge network it brought).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -47,6 +49,8 @@ STACK_FILE = REPO / "swarm-stack.test.yml"
 STACK = "propensity-e2e"
 API = f"{STACK}_api"
 AUTOSCALER = f"{STACK}_autoscaler"
+PROXY = f"{STACK}_docker-proxy"
+DOCKER_PROXY_PORT = 18392  # swarm-stack.test.yml: the autoscaler's way to the Engine
 AUTOSCALER_METRICS_PORT = 18391  # swarm-stack.test.yml: its settings, e2e timings
 AUTOSCALER_MIN = 2
 AUTOSCALER_DOWN_WINDOW_SECONDS = 30
@@ -500,6 +504,50 @@ def test_a_killed_task_is_replaced_and_no_request_fails(stack: Deployed) -> None
     assert len(api_tasks()) == 4
 
 
+def containers_of(service: str) -> dict[str, tuple[bool, int]]:
+    """Container id -> (OOM-killed, restart count) of the service's running tasks."""
+    ids = swarm.docker("ps", "-q", "--no-trunc", "--filter", f"label=com.docker.swarm.service.name={service}")
+    out = {}
+    for cid in ids.split():
+        state = swarm.docker("inspect", "--format", "{{.State.OOMKilled}} {{.RestartCount}}", cid).split()
+        out[cid] = (state[0] == "true", int(state[1]))
+    return out
+
+
+def test_32_concurrent_10000_row_requests_stay_within_the_memory_limits(
+    stack: Deployed, approved_compiled: CompiledModel
+) -> None:
+    """Issue 12's flood: 32 clients each POST a 10,000-row batch (every value a string, ~23 MB) at once.
+    nginx (256 MiB) spools bodies to disk and lets 8 large requests through at a time; each api worker
+    (1 GiB per task, 2 workers) holds at most its in-flight budget. Every answer is the in-process bits or
+    a 503 with Retry-After; no connection is reset, no container is OOM-killed or restarted."""
+    rows = make_rows(10_000, seed=3232)
+    body = orjson.dumps(rows)
+    expected = orjson.dumps(approved_compiled.records(approved_compiled.score(rows)))
+    tasks_before = {t["id"] for t in api_tasks()}
+    services = (API, f"{STACK}_nginx")
+    runner = LoadRunner(
+        NGINX,
+        [post("/predict", body, headers={"X-API-Key": stack.key})],
+        total=32,
+        concurrency=32,
+        deadline_seconds=180,
+        request_timeout=150,
+        header="Retry-After",
+        validate=lambda index, status, header, answer: answer == expected,
+    )
+    result = runner.run()
+    containers = {service: containers_of(service) for service in services}
+    record("32 concurrent 10,000-row requests (23 MB each)", result, body_bytes=len(body))
+    assert result.errors == {}, f"connections reset or timed out: {dict(result.errors)}"
+    assert set(result.statuses) <= {200, 503} and result.statuses[200] >= 1, dict(result.statuses)
+    assert result.invalid == 0  # every 200 carries the in-process bits
+    assert result.header_values == ({"1": result.statuses[503]} if result.statuses[503] else {})
+    for service, states in containers.items():
+        assert states and not any(oom or restarts for oom, restarts in states.values()), (service, states)
+    assert {t["id"] for t in api_tasks()} == tasks_before, "an api task was replaced"
+
+
 def service_replicas(service: str) -> int:
     """The replica count in the service's spec (what `docker service scale` and the autoscaler set)."""
     return int(swarm.docker("service", "inspect", "--format", "{{.Spec.Mode.Replicated.Replicas}}", service))
@@ -534,6 +582,24 @@ def prometheus_value(query: str) -> float | None:
         return None
     result = orjson.loads(body)["data"]["result"]
     return float(result[0]["value"][1]) if result else 0.0
+
+
+def assert_scaled_through_the_docker_proxy() -> None:
+    """The autoscaler has no Docker socket: its updates went through the proxy, which refused none of its
+    calls, and refuses what it was not built for (asked of the real Engine here)."""
+    logs = swarm.docker("service", "logs", "--raw", PROXY, timeout=30)
+    update = re.compile(
+        rf'"POST /v1\.[0-9]+/services/{re.escape(API)}/update\?version=[0-9]+ HTTP/1\.1" 200 '
+    )
+    assert update.search(logs), logs[-2000:]
+    assert '" 403 ' not in logs, [line for line in logs.splitlines() if '" 403 ' in line]
+    for method, path in [("GET", "/v1.45/containers/json"), ("GET", f"/v1.45/services/{STACK}_nginx")]:
+        conn = http.client.HTTPConnection("127.0.0.1", DOCKER_PROXY_PORT, timeout=10)
+        try:
+            conn.request(method, path)
+            assert conn.getresponse().status == 403, path
+        finally:
+            conn.close()
 
 
 def test_autoscaler_scales_up_under_load_and_back_to_min_after(stack: Deployed) -> None:
@@ -596,6 +662,7 @@ def test_autoscaler_scales_up_under_load_and_back_to_min_after(stack: Deployed) 
         assert sorted(t["slot"] for t in api_tasks()) == ["1", "2"]
         assert decisions.get("scale_up", 0) - idle.get("scale_up", 0) >= 1, decisions
         assert decisions.get("scale_down", 0) - idle.get("scale_down", 0) >= peak - AUTOSCALER_MIN, decisions
+        assert_scaled_through_the_docker_proxy()
     finally:
         swarm.docker("service", "scale", "--detach", f"{AUTOSCALER}=0", check=False)
 

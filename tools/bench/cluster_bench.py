@@ -69,7 +69,7 @@ def running_cluster(
     env: dict[str, str] | None = None,
     **overrides: Any,
 ) -> Iterator[Cluster]:
-    """A whole cluster on free ports under `workdir`; stopped (by its PID files) however the block ends."""
+    """A whole cluster on free ports under `workdir`; stopped (supervisord and all) however the block ends."""
     base = free_port_block(replicas + 3)
     config = ClusterConfig.from_settings(
         Path(workdir) / "cluster",

@@ -25,6 +25,7 @@ from tools.cluster_config import (
     write_private,
     write_secrets,
 )
+from tools.supervisor_config import supervisord_conf
 
 needs_nginx = pytest.mark.skipif(
     shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin") is None, reason="needs nginx"
@@ -116,19 +117,24 @@ def test_redis_asks_for_a_generated_password_that_no_command_line_shows(
 
     monkeypatch.setenv("PROPENSITY_CACHE_SECRET", "the caller's, not the cluster's")
     cluster = Cluster(c)
-    redis_argv, _ = cluster._command("redis")
+    redis_argv = cluster.program("redis").argv
     assert redis_argv[1:] == [str(c.redis_conf_file)]
-    replica_argv, env = cluster._command("replica-1")
+    replica_argv = cluster.program("replica-1").argv
+    env = cluster._environment()  # supervisord's, which every program inherits
     assert env["PROPENSITY_REDIS_URL"] == "redis://127.0.0.1:6390/0"  # no password in the URL
     assert env["PROPENSITY_REDIS_PASSWORD_FILE"] == str(c.redis_password_file)
     assert env["PROPENSITY_CACHE_SECRET_FILE"] == str(c.cache_secret_file)
     assert "PROPENSITY_CACHE_SECRET" not in env
-    for argv in (redis_argv, replica_argv, cluster._command("prometheus")[0]):
+    prometheus = cluster.program("prometheus").argv
+    for argv in (redis_argv, replica_argv, prometheus):
         assert not any(password in arg or secret in arg for arg in argv)
     assert not any(password in value or secret in value for value in env.values())
-    prometheus = cluster._command("prometheus")[0]
+    conf = supervisord_conf(
+        c.run_dir, [cluster.program(n) for n in cluster.names()], log_max_bytes=1, log_backups=1
+    )
+    assert password not in conf and secret not in conf
     assert not any(arg.startswith("--web.enable-lifecycle") for arg in prometheus)  # no /-/reload, /-/quit
-    no_redis = Cluster(dataclasses.replace(c, redis=False))._command("replica-1")[1]
+    no_redis = Cluster(dataclasses.replace(c, redis=False))._environment()
     assert "PROPENSITY_REDIS_URL" not in no_redis and "PROPENSITY_CACHE_SECRET_FILE" not in no_redis
 
 

@@ -9,7 +9,9 @@ alert rules are checked by tests/integration/test_prometheus_rules.py), and the 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -21,7 +23,7 @@ import pytest
 import yaml
 
 from service.settings import Settings
-from tools import swarm_config
+from tools import swarm, swarm_config
 from tools.cluster import check_nginx_conf
 from tools.swarm import SwarmError, digest_env, interpolate
 
@@ -92,7 +94,8 @@ def stack_config(path: Path, env: dict[str, str]) -> dict[str, Any]:
 def test_stack_file_is_valid_and_complete(path: Path, tmp_path: Path) -> None:
     config = stack_config(path, stack_env(tmp_path))
     services = config["services"]
-    want = {"api", "nginx", "redis", "prometheus", "autoscaler"} | ({"grafana"} if path == PROD else set())
+    want = {"api", "nginx", "redis", "prometheus", "autoscaler", "docker-proxy"}
+    want |= {"grafana"} if path == PROD else set()
     assert set(services) == want
 
     api = services["api"]
@@ -109,9 +112,7 @@ def test_stack_file_is_valid_and_complete(path: Path, tmp_path: Path) -> None:
     autoscaler = services["autoscaler"]
     # one task in production; 0 in the test stack, whose last e2e step scales it to 1
     assert autoscaler["deploy"]["replicas"] == (1 if path == PROD else 0)
-    assert autoscaler["user"] == "root"  # reads the Docker socket (root:docker 0660)
-    assert autoscaler["volumes"][0]["target"] == "/var/run/docker.sock"
-    assert autoscaler["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert services["docker-proxy"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     assert autoscaler["healthcheck"]["test"][-1].endswith(
         f":{autoscaler['deploy']['labels']['prometheus.port']}/metrics"
     )
@@ -160,8 +161,10 @@ def test_test_variant_differs_from_production_only_where_it_must(tmp_path: Path)
     assert {k: v for k, v in test_env.items() if k not in only_test and k != "PROPENSITY_REDIS_URL"} == {
         k: v for k, v in prod_env.items() if k != "PROPENSITY_REDIS_URL"
     }
-    for key in ("command", "user"):
-        assert prod["autoscaler"][key] == test["autoscaler"][key], key
+    for key in ("command", "user", "read_only", "volumes"):
+        assert prod["autoscaler"].get(key) == test["autoscaler"].get(key), key
+    for key in ("command", "configs", "volumes", "read_only"):
+        assert prod["docker-proxy"][key] == test["docker-proxy"][key], key
     for env in (prod["autoscaler"]["environment"], test["autoscaler"]["environment"]):
         assert env["PROMETHEUS_MULTIPROC_DIR"] == "/tmp"  # the image's /tmp/metrics: made by `serve` only
     assert prod["autoscaler"]["healthcheck"]["test"][:-1] == test["autoscaler"]["healthcheck"]["test"][:-1]
@@ -174,6 +177,7 @@ def test_config_digests_follow_the_files(tmp_path: Path) -> None:
         "CONFIG_DIGEST_NGINX_CONF",
         "CONFIG_DIGEST_PROMETHEUS_YML",
         "CONFIG_DIGEST_ALERTS_YML",
+        "CONFIG_DIGEST_DOCKER_PROXY_CONF",
         "SECRET_DIGEST_API_KEYS",
         "SECRET_DIGEST_REDIS_PASSWORD",
         "SECRET_DIGEST_CACHE_SECRET",
@@ -186,6 +190,102 @@ def test_config_digests_follow_the_files(tmp_path: Path) -> None:
         "CONFIG_DIGEST_NGINX_CONF",
         "CONFIG_DIGEST_GRAFANA_DASHBOARD_PROPENSITY",
     }
+
+
+# --- trust: the autoscaler's Docker access -------------------------------------------------------------
+DOCKER_SOCKET = "/var/run/docker.sock"
+TEST_PROXY_LISTEN = "127.0.0.1:18392"
+
+
+def image_user() -> str:
+    """The api image's USER (the Dockerfile's last), which a service without `user:` runs as."""
+    lines = (REPO / "Dockerfile").read_text().splitlines()
+    return [line.split()[1] for line in lines if line.startswith("USER ")][-1]
+
+
+@pytest.mark.parametrize("path", [PROD, TEST], ids=["production", "test"])
+def test_the_autoscaler_has_no_docker_socket_and_is_not_root(path: Path, tmp_path: Path) -> None:
+    config = stack_config(path, stack_env(tmp_path))
+    services = config["services"]
+    autoscaler, proxy = services["autoscaler"], services["docker-proxy"]
+    user = str(autoscaler.get("user", image_user()))
+    assert user.split(":")[0] not in {"root", "0"}, user
+    assert image_user() == "10001:10001"
+    mounts = autoscaler.get("volumes", [])
+    assert not any(DOCKER_SOCKET in json.dumps(m) for m in mounts), mounts
+    assert [m["type"] for m in mounts] == ["tmpfs"]
+    assert autoscaler["read_only"] is True
+    # it reaches the Engine only through the proxy, which alone mounts the socket
+    listen = proxy["environment"]["DOCKER_PROXY_LISTEN"]
+    want_url = "tcp://docker-proxy:2375" if path == PROD else f"tcp://{TEST_PROXY_LISTEN}"
+    assert autoscaler["environment"]["PROPENSITY_AUTOSCALER_DOCKER_URL"] == want_url
+    assert listen == ("2375" if path == PROD else TEST_PROXY_LISTEN)
+    assert [v["target"] for v in proxy["volumes"] if v["type"] == "bind"] == [DOCKER_SOCKET]
+    assert proxy["read_only"] is True
+    (conf,) = proxy["configs"]
+    assert proxy["command"][:3] == ["nginx", "-c", conf["target"]]
+    assert config["configs"][conf["source"]]["template_driver"] == "golang"
+    assert Path(config["configs"][conf["source"]]["file"]) == swarm.DOCKER_PROXY_CONF
+    if path == PROD:  # the proxy's port: on a network of just the two, with no way out
+        network = proxy["networks"]
+        assert set(network) == {"docker-api"} and set(autoscaler["networks"]) == {"backend", "docker-api"}
+        assert config["networks"]["docker-api"]["internal"] is True
+        members = {name for name, s in services.items() if "docker-api" in s.get("networks", {})}
+        assert members == {"autoscaler", "docker-proxy"}
+
+
+# (method, request URI as the docker SDK sends it) -> the proxy's name for the call, None = refused
+STACK = "propensity-e2e"
+API = f"{STACK}_api"
+TASKS = f"filters=%7B%22service%22%3A+%5B%22{API}%22%5D%2C+%22desired-state%22%3A+%5B%22running%22%5D%7D"
+PROXY_CASES: list[tuple[str, str, str | None]] = [
+    ("GET", "/_ping", "ping"),
+    ("HEAD", "/_ping", "ping"),
+    ("GET", "/version", "version"),
+    ("GET", "/v1.45/version", "version"),
+    ("GET", f"/v1.45/services/{API}", "inspect"),
+    ("GET", f"/v1.45/services/{API}?insertDefaults=True", None),
+    ("GET", f"/v1.45/tasks?{TASKS}", "tasks"),
+    ("POST", f"/v1.45/services/{API}/update?version=42", "update"),
+    ("GET", "/v1.45/containers/json", None),
+    ("POST", "/v1.45/services/create", None),
+    ("DELETE", f"/v1.45/services/{API}", None),
+    ("GET", "/v1.45/services", None),
+    ("GET", "/v1.45/services/propensity_api", None),
+    ("POST", f"/v1.45/services/{STACK}_nginx/update?version=1", None),
+    ("POST", f"/v1.45/services/{API}/update?version=1&registryAuthFrom=spec", None),
+    ("GET", "/v1.45/tasks", None),
+    ("GET", f"/v1.45/tasks?{TASKS.replace(API, STACK + '_redis')}", None),
+    ("GET", f"/v1.45/services/{API}/../../containers/json", None),
+    ("GET", "/v1.45/secrets", None),
+]
+
+
+def proxy_calls(text: str) -> list[tuple[re.Pattern[str], str]]:
+    """The `map "$request_method $request_uri" $docker_call` entries: (regex, call)."""
+    block = text.split('map "$request_method $request_uri" $docker_call {', 1)[1].split("}\n", 1)[0]
+    entries = re.findall(r'^\s*"~(.+)" (\w+);$', block, flags=re.MULTILINE)
+    return [(re.compile(pattern), call) for pattern, call in entries]
+
+
+def test_the_docker_proxy_allows_exactly_the_autoscalers_calls(tmp_path: Path) -> None:
+    text = swarm.docker_proxy_conf(STACK, TEST_PROXY_LISTEN)
+    calls = proxy_calls(text)
+    assert {call for _, call in calls} == {"ping", "version", "inspect", "update", "tasks"}
+    assert 'default "";' in text and 'if ($docker_call = "") {' in text and "return 403 " in text
+    for method, uri, want in PROXY_CASES:
+        got = [call for pattern, call in calls if pattern.search(f"{method} {uri}")]
+        assert got == ([want] if want else []), (method, uri, got)
+
+
+@pytest.mark.parametrize("listen", ["2375", TEST_PROXY_LISTEN], ids=["production", "test"])
+def test_nginx_t_on_the_docker_proxy_config(listen: str, tmp_path: Path) -> None:
+    program("nginx")
+    conf = tmp_path / "docker-proxy.conf"
+    conf.write_text(swarm.docker_proxy_conf(STACK, listen, docker_socket=str(tmp_path / "docker.sock")))
+    check_nginx_conf(conf, tmp_path)
+    with pytest.raises(SwarmError, match="stack name"):
+        swarm.docker_proxy_conf("a.b", listen)  # a regex metacharacter would widen the allow list
 
 
 # --- trust: Redis's password, the cache secret, Prometheus's lifecycle API -----------------------------
