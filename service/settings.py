@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     body_read_timeout_seconds: float = Field(
         15.0, gt=0, description="A body that sends no bytes for this long -> 408 and the connection closes"
     )
+    header_read_timeout_seconds: float = Field(
+        10.0, gt=0, description="Request headers not complete this long after they began -> connection closed"
+    )
 
     # load shedding, per worker (service/serving/admission.py)
     max_inflight_rows: int = Field(

@@ -4,8 +4,10 @@ bounded by its budget), and a body that stops arriving is a 408 that gives the b
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "PROPENSITY_MAX_INFLIGHT_ROWS": "10000",
         "PROPENSITY_CACHE_ENABLED": "false",  # every request is scored, none answered from the cache
         "PROPENSITY_BODY_READ_TIMEOUT_SECONDS": "3",
+        "PROPENSITY_HEADER_READ_TIMEOUT_SECONDS": "1",
     }
     with start_server(root / "artifacts", root, workers=1, env=env) as srv:
         yield srv
@@ -157,3 +160,35 @@ def test_a_stalled_body_is_a_408_that_gives_the_worker_back(server: Server) -> N
     r = httpx.post(server.url + "/predict", content=row, headers=JSON)  # the budget is back
     assert r.status_code == 200 and 0.0 <= r.json()["phat"] <= 1.0
     assert server.worker_pids() == {pid} and server.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty"],
+    ids=["nothing", "half the headers"],
+)
+def test_a_connection_whose_headers_do_not_arrive_is_closed(server: Server, sent: bytes) -> None:
+    """uvicorn has no header timeout of its own: the worker's sweep closes the connection (1 s here)."""
+    [pid] = server.worker_pids()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(sent)
+        assert read_all(sock) == b""  # closed by the worker, with nothing sent back (recv would time out)
+    assert server.worker_pids() == {pid} and server.process.poll() is None
+
+
+def test_an_idle_keep_alive_connection_outlives_the_header_timeout(server: Server) -> None:
+    """Between two requests a connection is the keep-alive's (75 s), not the header deadline's."""
+    row = orjson.dumps(batch_rows(1)[0])
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        answers, sockets = [], []
+        for pause in (0.0, 2.5):  # the second after more than twice the 1 s header timeout
+            time.sleep(pause)
+            conn.request("POST", "/predict", body=row, headers=JSON)
+            reply = conn.getresponse()  # RemoteDisconnected had the worker closed the idle connection
+            answers.append((reply.status, reply.read()))
+            sockets.append(conn.sock)
+        assert sockets[0] is sockets[1] is not None  # one connection throughout
+    finally:
+        conn.close()
+    assert answers[0] == answers[1] and answers[0][0] == 200
