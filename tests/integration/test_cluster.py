@@ -394,7 +394,14 @@ def test_sigkill_a_gunicorn_master_supervisord_restarts_the_replica(
     assert not any(procs.is_alive(pid) for pid in orphans)
     reaped = (cluster.config.logs_dir / "orphan-reaper.log").read_text()
     assert f"left behind by process {master}" in reaped
-    assert wait_until(lambda: predict_count(cluster, name) > 0, 10.0)  # the new one serves through nginx
+
+    def serves_through_nginx() -> bool:
+        # nginx may still hold the replica as failed (fail_timeout) from while it was down: it tries it
+        # again with a later request, so requests keep coming while this waits
+        LoadRunner(cluster.config.nginx_url, [row_request], total=20, concurrency=2).run()
+        return predict_count(cluster, name) > 0
+
+    assert wait_until(serves_through_nginx, 30.0)  # the new one serves through nginx
     assert cluster.running() == dict.fromkeys(cluster.names(), True)
 
 
