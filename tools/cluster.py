@@ -461,7 +461,7 @@ class Cluster:
         for name in c.replica_names():
             c.metrics_dir(name).mkdir(parents=True, exist_ok=True)
         (c.run_dir / STATE_FILE).write_text(json.dumps(c.to_json(), indent=1) + "\n")
-        (c.run_dir / "nginx.conf").write_text(logs_to_stdio(nginx_conf(c), c))
+        (c.run_dir / "nginx.conf").write_text(nginx_conf(c, stdio_logs=True))
         (c.run_dir / "prometheus.yml").write_text(prometheus_yml(c))
         try:
             conf = supervisor_config.supervisord_conf(
@@ -487,21 +487,6 @@ class Cluster:
         settings = Settings(artifacts_dir=self.config.artifacts_dir)
         if settings.model_version is None:
             ensure_production(Registry(self.config.artifacts_dir, settings.model_name))
-
-
-def logs_to_stdio(text: str, config: ClusterConfig) -> str:
-    """nginx.conf with its error log on stderr and its access log on stdout, where supervisord captures
-    them into the very files nginx_conf() names (logs/nginx-error.log, logs/nginx-access.log) and rotates
-    them. nginx itself cannot rotate a log by size."""
-    logs = config.logs_dir
-    for old, new in [
-        (f"error_log {logs / 'nginx-error.log'} ", "error_log stderr "),
-        (f"access_log {logs / 'nginx-access.log'} ", "access_log /dev/stdout "),
-    ]:
-        if text.count(old) != 1:
-            raise ClusterError(f"nginx.conf has not exactly one `{old.strip()}`: nginx_conf() changed?")
-        text = text.replace(old, new)
-    return text
 
 
 def check_nginx_conf(conf: Path, prefix: Path) -> str:

@@ -261,7 +261,9 @@ def render(template: str, values: dict[str, str]) -> str:
     return out
 
 
-def nginx_conf(config: ClusterConfig, template: str | None = None) -> str:
+def nginx_conf(config: ClusterConfig, template: str | None = None, *, stdio_logs: bool = False) -> str:
+    """`stdio_logs`: the error log on stderr and the access log on stdout, for a supervisor that captures
+    them into logs/nginx-{error,access}.log and rotates them by size (nginx itself cannot)."""
     if template is None:
         template = NGINX_TEMPLATE.read_text()
     servers = "\n".join(
@@ -275,8 +277,8 @@ def nginx_conf(config: ClusterConfig, template: str | None = None) -> str:
         "USER": "user root root;" if os.geteuid() == 0 else "# (not root: workers run as the invoking user)",
         "WORKER_PROCESSES": str(config.nginx_workers),
         "PID_FILE": f"{run}/nginx.pid",
-        "ERROR_LOG": f"{run}/logs/nginx-error.log",
-        "ACCESS_LOG": f"{run}/logs/nginx-access.log",
+        "ERROR_LOG": "stderr" if stdio_logs else f"{run}/logs/nginx-error.log",
+        "ACCESS_LOG": "/dev/stdout" if stdio_logs else f"{run}/logs/nginx-access.log",
         "TEMP_PATHS": "\n".join(
             f"    {kind}_temp_path {run}/nginx/{name};"
             for kind, name in [

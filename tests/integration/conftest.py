@@ -3,9 +3,13 @@ is the tier, so the `integration` marker comes from here, not from each module."
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+
+from service.model.notebook_import import import_notebook
+from service.model.registry import Registry
 
 HERE = Path(__file__).parent
 
@@ -15,3 +19,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """v1 = production and v2 (the approved model published again: the same bits, another version), built
+    once; tests that break or promote take a copy (`registry`)."""
+    registry = Registry(tmp_path_factory.mktemp("two-versions"), "propensity")
+    import_notebook(registry)
+    import_notebook(registry, promote_if_empty=False)
+    return registry
+
+
+@pytest.fixture
+def registry(tmp_path: Path, two_versions: Registry) -> Registry:
+    """A copy of `two_versions` of this test's own, to corrupt or promote in."""
+    shutil.copytree(two_versions.dir, tmp_path / "artifacts" / "propensity")
+    return Registry(tmp_path / "artifacts", "propensity")

@@ -14,7 +14,6 @@ minimum over the live workers, model_info and model_behind_alias the maximum.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.model.notebook_import import import_notebook
 from service.model.registry import ALIASES_FILE, Registry
 from service.model.schema import example_rows
 from tests.servers import Server, launch_server, stop_process, tail, wait_until
@@ -32,21 +30,6 @@ from tests.servers import Server, launch_server, stop_process, tail, wait_until
 WORKERS = 2
 DEADLINE = 60.0
 ENV = {"PROPENSITY_RELOAD_INTERVAL_SECONDS": "0.1", "PROPENSITY_RELOAD_BACKOFF_MAX_SECONDS": "0.4"}
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    """v1 = production and v2 (the approved model published again), built once."""
-    registry = Registry(tmp_path_factory.mktemp("follower-template"), "propensity")
-    import_notebook(registry)
-    import_notebook(registry, promote_if_empty=False)
-    return registry
-
-
-@pytest.fixture
-def registry(tmp_path: Path, template: Registry) -> Registry:
-    shutil.copytree(template.dir, tmp_path / "artifacts" / "propensity")
-    return Registry(tmp_path / "artifacts", "propensity")
 
 
 def start_live_server(registry: Registry, log_dir: Path) -> Server:

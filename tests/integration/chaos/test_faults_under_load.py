@@ -12,7 +12,6 @@ paced load of single reference rows whose every answer is checked bit for bit.
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.model.notebook_import import import_notebook
 from service.model.registry import ALIASES_FILE, Registry
 from service.model.schema import example_rows
 from service.serving.cache import raw_key
@@ -39,21 +37,6 @@ RATE = 120.0  # requests per second: enough to be "under load", little enough to
 FOLLOW = {"PROPENSITY_RELOAD_INTERVAL_SECONDS": "0.1", "PROPENSITY_RELOAD_BACKOFF_MAX_SECONDS": "0.4"}
 ROWS: list[dict[str, Any]] = example_rows()["rows"]
 JSON = {"content-type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    """v1 = production and v2 (the approved model published again), built once."""
-    registry = Registry(tmp_path_factory.mktemp("chaos-template"), "propensity")
-    import_notebook(registry)
-    import_notebook(registry, promote_if_empty=False)
-    return registry
-
-
-@pytest.fixture
-def registry(tmp_path: Path, template: Registry) -> Registry:
-    shutil.copytree(template.dir, tmp_path / "artifacts" / "propensity")
-    return Registry(tmp_path / "artifacts", "propensity")
 
 
 @pytest.fixture
