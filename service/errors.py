@@ -41,10 +41,19 @@ class PropensityError(Exception):
     public: bool = False
     close_connection: bool = False
 
-    def __init__(self, detail: str, *, errors: list[FieldError] | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        """`headers`: HTTP headers the answer carries (e.g. Accept-Encoding on a 415 for a coding)."""
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -72,6 +81,27 @@ class UnsupportedMediaType(InputError):
     status = 415
     kind = "unsupported-media-type"
     title = "Unsupported media type"
+
+
+class UnsupportedContentEncoding(UnsupportedMediaType):
+    kind = "unsupported-content-encoding"
+    title = "Unsupported content encoding"
+
+
+class UndecodableBody(InputError):
+    """A compressed body that does not decompress (corrupt, cut short, or not the coding it declared)."""
+
+    status = 400
+    kind = "undecodable-body"
+    title = "Body does not decode as its Content-Encoding"
+
+
+class NotAcceptable(InputError):
+    """No answer format the client accepts (Accept)."""
+
+    status = 406
+    kind = "not-acceptable"
+    title = "Not acceptable"
 
 
 class PayloadTooLarge(InputError):

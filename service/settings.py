@@ -11,6 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A model name is one directory of the registry: no separators, no "." or "..", nothing hidden.
 MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Fields a client sends with a row to get back with its result (never read by the model): the ids that
+# match answers to customers, and that label feedback keys on.
+DEFAULT_PASSTHROUGH_FIELDS = ("customer_id",)
+RESULT_KEYS = frozenset({"business_outcome", "phat", "reasons", "errors", "row"})
+PASSTHROUGH_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 def check_model_name(name: str) -> str:
@@ -78,6 +83,13 @@ class Settings(BaseSettings):
     max_rows: int = Field(10_000, ge=1, description="Rows per /predict call; more -> 413")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Body size limit; more -> 413")
     max_errors_listed: int = Field(100, ge=1, description="Field errors listed in one 422 (all are counted)")
+    passthrough_fields: tuple[str, ...] = Field(
+        DEFAULT_PASSTHROUGH_FIELDS,
+        description='Row fields echoed unchanged in each result, never scored (JSON list: ["customer_id"])',
+    )
+    passthrough_max_chars: int = Field(
+        128, ge=1, le=4096, description="A pass-through id longer than this (as text) -> 422 for its row"
+    )
     body_read_timeout_seconds: float = Field(
         15.0, gt=0, description="A body that sends no bytes for this long -> 408 and the connection closes"
     )
@@ -177,6 +189,19 @@ class Settings(BaseSettings):
     @classmethod
     def _model_name(cls, value: str) -> str:
         return check_model_name(value)
+
+    @field_validator("passthrough_fields")
+    @classmethod
+    def _passthrough(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not PASSTHROUGH_FIELD_RE.fullmatch(name):
+                raise ValueError(f"pass-through field {name!r}: 1 to 64 letters, digits, '_', '.' or '-'")
+        if len(set(value)) != len(value):
+            raise ValueError("pass-through fields repeat a name")
+        taken = sorted(set(value) & RESULT_KEYS)
+        if taken:
+            raise ValueError(f"pass-through field(s) {', '.join(taken)} would overwrite a result key")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

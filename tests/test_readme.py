@@ -6,6 +6,7 @@ The walkthrough's commands themselves are run by tests/integration/test_readme_w
 
 from __future__ import annotations
 
+import json
 import re
 from enum import Enum
 from pathlib import Path
@@ -146,6 +147,8 @@ def rendered_default(default: Any) -> str:
     """How a table shows a default: `value`, or unset for None."""
     if default is None:
         return "unset"
+    if isinstance(default, tuple | list):  # a list is set as JSON in the environment
+        return f"`{json.dumps(list(default))}`"
     return f"`{default.value if isinstance(default, Enum) else default}`"
 
 

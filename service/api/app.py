@@ -20,9 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import openapi_docs
 from service.api.body import BodyReads
+from service.api.mlflow_routes import mlflow_router
 from service.api.problems import problem_body, problem_response
 from service.api.routes import router
 from service.api.state import AppState
+from service.api.v2_routes import router as v2_router
 from service.errors import Overloaded, PropensityError
 from service.model.registry import Registry
 from service.monitoring.drift_monitor import DriftMonitor
@@ -46,6 +48,17 @@ ROUTES = {
     "/docs",
     "/redoc",
     "/openapi.json",
+    "/invocations",
+    "/ping",
+    "/health",
+    "/version",
+    # the Open Inference Protocol, for the default model name (other names and versioned paths: "other")
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/propensity",
+    "/v2/models/propensity/ready",
+    "/v2/models/propensity/infer",
 }
 
 
@@ -88,8 +101,8 @@ class ObservabilityMiddleware:
                 request_id = value.decode("latin-1")[:128]
             elif name == b"content-length":
                 small = value.isdigit() and int(value) < self.small_below_bytes
-            elif name == b"transfer-encoding":
-                small = False  # chunked: of unknown size
+            elif name == b"transfer-encoding" or name == b"content-encoding":
+                small = False  # chunked: of unknown size; compressed: of unknown size once decoded
         if not request_id:
             request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
@@ -150,7 +163,7 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
                 detail=f"the server could not answer; request id {request_id}",
                 instance=_instance(request),
             )
-            return problem_response(body)
+            return problem_response(body, path=_instance(request))
         extra = {k: v for k, v in exc.extra.items() if k not in ("retry_after", "error_count")}
         body = problem_body(
             status=exc.status,
@@ -162,10 +175,12 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             error_count=exc.extra.get("error_count"),
             extra=extra,
         )
-        headers = {"Retry-After": str(exc.extra["retry_after"])} if "retry_after" in exc.extra else {}
+        headers = dict(exc.headers)
+        if "retry_after" in exc.extra:
+            headers["Retry-After"] = str(exc.extra["retry_after"])
         if exc.close_connection:
             headers["Connection"] = "close"
-        return problem_response(body, headers=headers or None)
+        return problem_response(body, headers=headers or None, path=_instance(request))
 
     @app.exception_handler(ClientDisconnect)
     async def on_client_gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -182,7 +197,7 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             detail=str(exc.detail),
             instance=_instance(request),
         )
-        return problem_response(body, headers=getattr(exc, "headers", None))
+        return problem_response(body, headers=getattr(exc, "headers", None), path=_instance(request))
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -193,7 +208,7 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             detail="the request does not match the API",
             instance=_instance(request),
         )
-        return problem_response(body)
+        return problem_response(body, path=_instance(request))
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> Response:
@@ -206,7 +221,7 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             detail=f"an unexpected error occurred; request id {request_id}",
             instance=_instance(request),
         )
-        return problem_response(body)
+        return problem_response(body, path=_instance(request))
 
 
 def build_cache(settings: Settings, metrics: Metrics) -> ResponseCache | None:
@@ -294,6 +309,8 @@ def create_app(
     )
     state.attach(app)
     app.include_router(router)
+    app.include_router(v2_router)
+    app.include_router(mlflow_router)
     openapi_docs.mount_offline_docs(app)
     install_error_handlers(app, metrics)
     app.add_middleware(
@@ -313,6 +330,8 @@ def create_app(
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
                 openapi_docs.component_schemas()
             )
+            openapi_docs.add_parameters(schema)
+            openapi_docs.drop_unreachable_422s(schema)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -16,34 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import Message, Scope
+from starlette.types import Message
 
 from service.errors import BodyReadTimeout, PayloadTooLarge
 from service.serving.pipeline import Body, Call
-
-
-def request_head(scope: Scope) -> tuple[str | None, int | None, str | None]:
-    """Content-Type, the declared Content-Length and Accept-Encoding (the first of each; None when absent,
-    and a length that is not a number is not declared), in one pass over the raw headers (ASGI gives
-    their names in lower case)."""
-    content_type = content_length = accept_encoding = None
-    for name, value in scope["headers"]:
-        if name == b"content-type" and content_type is None:
-            content_type = value.decode("latin-1")
-        elif name == b"content-length" and content_length is None:
-            content_length = value
-        elif name == b"accept-encoding" and accept_encoding is None:
-            accept_encoding = value.decode("latin-1")
-    return content_type, _number(content_length), accept_encoding
-
-
-def _number(value: bytes | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
 
 
 class BodyReads:

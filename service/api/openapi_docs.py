@@ -13,6 +13,7 @@ Content-Security-Policy keeps the pages from fetching anything from another orig
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from typing import Any
@@ -162,6 +163,14 @@ def _row_schema() -> dict[str, Any]:
             )
             props[column] = {"type": ["number", "string", "null"], "description": hint, "examples": [0.98]}
     others = len(schema.columns) - len(props)
+    props["customer_id"] = {
+        "type": ["string", "integer", "number", "null"],
+        "maxLength": 128,
+        "description": "A pass-through id (PROPENSITY_PASSTHROUGH_FIELDS, customer_id by default): echoed "
+        "unchanged in the row's result, never scored; a string, an integer or a finite number of at most "
+        "PROPENSITY_PASSTHROUGH_MAX_CHARS (128) characters",
+        "examples": ["C-000123"],
+    }
     return {
         "type": "object",
         "description": (
@@ -204,6 +213,40 @@ def _answer_examples() -> dict[str, Any]:
     }
 
 
+CSV_BODY = {
+    "schema": {"type": "string"},
+    "example": "x5,x12,x31,customer_id\n3.1,$1.5,asia,C-1\n",
+    "description": "A header row of column names, then one row per line (RFC 4180 quoting; a UTF-8 BOM is "
+    "skipped); the same value spellings as JSON strings; an empty cell is missing (docs/csv.md)",
+}
+# Added to the rendered document (`add_parameters`): given in openapi_extra, FastAPI would validate the
+# operation again and choke on the lazily built examples.
+PREDICT_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "reasons",
+        "in": "query",
+        "required": False,
+        "description": "Reason codes: each result also carries its top-k contributions to the logit "
+        "(`reasons`), k a whole number or 'all'; off by default",
+        "schema": {"type": "string", "pattern": "^([0-9]+|all)$", "examples": ["3", "all"]},
+    },
+    {
+        "name": "X-Reason-Codes",
+        "in": "header",
+        "required": False,
+        "description": "The same as ?reasons=k (the query parameter wins when both are given)",
+        "schema": {"type": "string", "pattern": "^([0-9]+|all)$"},
+    },
+    {
+        "name": "Content-Encoding",
+        "in": "header",
+        "required": False,
+        "description": "gzip or deflate: the body is decoded first (its decoded size counts against "
+        "PROPENSITY_MAX_BODY_BYTES: 413); another coding is a 415",
+        "schema": {"type": "string", "enum": ["gzip", "deflate", "identity"]},
+    },
+]
+
 PREDICT_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -223,9 +266,10 @@ PREDICT_OPENAPI: dict[str, Any] = {
                     ]
                 },
                 "examples": Lazy(_request_examples),
-            }
+            },
+            "text/csv": CSV_BODY,
         },
-    }
+    },
 }
 
 PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = declared(
@@ -255,7 +299,9 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = declared(
                 400: "Malformed JSON or an empty body",
                 408: "The body stopped arriving (PROPENSITY_BODY_READ_TIMEOUT_SECONDS); the connection ends",
                 413: "Body larger than PROPENSITY_MAX_BODY_BYTES or more rows than PROPENSITY_MAX_ROWS",
-                415: "Content-Type is not application/json",
+                406: "Accept names neither application/json nor text/csv",
+                415: "Content-Type is neither application/json nor text/csv, or a Content-Encoding other "
+                "than gzip and deflate",
                 429: "Rate limited (by nginx, when enabled)",
             }
         ),
@@ -270,6 +316,21 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = declared(
         ),
     }
 )
+
+
+def add_parameters(document: dict[str, Any]) -> None:
+    """The options /predict reads beside its body (it reads them from the request itself, so FastAPI does
+    not know them)."""
+    operation = document.get("paths", {}).get("/predict", {}).get("post")
+    if operation is not None:
+        operation.setdefault("parameters", []).extend(PREDICT_PARAMETERS)
+
+
+PREDICT_RESPONSES[200].setdefault("content", {})["text/csv"] = {
+    "schema": {"type": "string"},
+    "description": "With Accept: text/csv: a header row (the result keys, alphabetical), then one line "
+    "per row in the request's order (docs/csv.md)",
+}
 
 # --- health and /model ----------------------------------------------------------------------------------
 LIVE_RESPONSES: dict[int | str, dict[str, Any]] = declared(
@@ -292,6 +353,23 @@ MODEL_RESPONSES: dict[int | str, dict[str, Any]] = declared(
         503: NOT_READY,
     }
 )
+
+
+VALIDATION_REF = "#/components/schemas/HTTPValidationError"
+
+
+def drop_unreachable_422s(document: dict[str, Any]) -> None:
+    """Removes the 422 FastAPI declares for every route with a parameter: the parameters here are path
+    strings that always validate, and the app's handler would answer a Problem, not FastAPI's body."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("responses", {}).get("422", {}).get("content", {})
+            if content.get("application/json", {}).get("schema", {}).get("$ref") == VALIDATION_REF:
+                del operation["responses"]["422"]
+    schemas = document.get("components", {}).get("schemas", {})
+    if VALIDATION_REF not in json.dumps(document.get("paths", {})):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
 
 
 def operation_id(route: APIRoute) -> str:

@@ -6,8 +6,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.api.body import read_body, request_head
-from service.api.content_encoding import accepts_gzip
+from service.api.calls import request_head, run_call
 from service.api.openapi_docs import (
     LIVE_RESPONSES,
     MODEL_RESPONSES,
@@ -17,6 +16,8 @@ from service.api.openapi_docs import (
 )
 from service.api.problems import problem_body, problem_response
 from service.api.state import app_state
+from service.errors import InputError
+from service.serving.formats import formats_for, located
 
 router = APIRouter()
 JSON = "application/json"
@@ -36,16 +37,22 @@ JSON = "application/json"
     openapi_extra=PREDICT_OPENAPI,
 )
 async def predict(request: Request) -> Response:
-    """HTTP in and out; the scoring pipeline (service/serving/pipeline.py) does the rest."""
+    """HTTP in and out; the scoring pipeline (service/serving/pipeline.py) does the rest. Content-Type and
+    Accept pick the codec: JSON or CSV in, JSON or CSV out (service/serving/formats.py)."""
     state = app_state(request)
-    pipeline = state.pipeline
-    content_type, content_length, accept_encoding = request_head(request.scope)
-    call = pipeline.admit(content_type, content_length)  # 503 at once when the budget is full
+    head = request_head(request.scope)
+    settings = state.settings
+    codec = formats_for(
+        head.content_type,
+        head.accept,
+        state.pipeline.codec,
+        max_rows=settings.max_rows,
+        max_errors=settings.max_errors_listed,
+    )
     try:
-        body = await read_body(request, pipeline.max_body_bytes, call=call, reads=state.body_reads)
-        answer = await pipeline.infer(call, body, accepts_gzip=accepts_gzip(accept_encoding))
-    finally:  # errors, a client gone, a cancelled task: the budget is always given back
-        call.release()
+        answer = await run_call(request, codec, head=head)
+    except InputError as error:
+        raise located(codec, error) from None  # a CSV body's errors name its lines
     return Response(
         answer.body, status_code=answer.status, headers=answer.headers, media_type=answer.media_type
     )

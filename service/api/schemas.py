@@ -51,6 +51,14 @@ class Problem(BaseModel):
     error_count: int | None = Field(None, description="How many problems in all (the list may be capped)")
     bad_rows: list[int] | None = Field(None, description="Indexes of the rows that cannot be scored (capped)")
     bad_row_count: int | None = Field(None, description="How many rows cannot be scored")
+    # what a protocol's own clients read, on its door's errors that no door handler answered (404, 405, 500)
+    error: str | None = Field(
+        None, description="On /v2 paths: the detail, where Open Inference clients read it"
+    )
+    error_code: str | None = Field(
+        None, description="On /invocations: MLflow's error code (BAD_REQUEST, ...)"
+    )
+    message: str | None = Field(None, description="On /invocations: the detail, where MLflow clients read it")
 
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -79,16 +87,37 @@ def _approved_inputs(schema: dict[str, Any]) -> None:
             }
 
 
+PassThroughId = Annotated[
+    str | int | float | None,
+    Field(description="A pass-through id (PROPENSITY_PASSTHROUGH_FIELDS), echoed unchanged; never scored"),
+]
+
+
+class Reason(BaseModel):
+    """One reason code: a model input and its signed contribution to the row's logit."""
+
+    contribution: float = Field(description="coefficient x the model input; > 0 pushes towards a purchase")
+    input: str = Field(description="The model input (a feature of selected_features, see /model)")
+
+
 class PredictResult(BaseModel):
     """One scored row: `business_outcome`, `phat` and the model inputs as the GLM saw them, keys in
-    alphabetical order. The properties listed are the approved model's 25 inputs; a retrained version
+    alphabetical order; the row's pass-through ids when it sent any (`customer_id` by default); its
+    `reasons` when asked. The properties listed are the approved model's 25 inputs; a retrained version
     answers with its own `selected_features` (see /model), so none of them is required."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra=_approved_inputs)
-    __pydantic_extra__: dict[str, float] = Field(init=False)  # other versions' inputs: numbers too
+    # other versions' inputs (numbers), and pass-through ids under other configured names
+    __pydantic_extra__: dict[str, float | str | None] = Field(init=False)
 
     business_outcome: Indicator = Field(description="1 when phat exceeds the model's cutoff, else 0")
+    customer_id: PassThroughId = Field(None, description="The row's customer_id, as sent; absent if none")
     phat: Probability = Field(description="The model's probability of a purchase (y = 1)")
+    reasons: list[Reason] | None = Field(
+        None,
+        description="With ?reasons=k (or X-Reason-Codes: k): the row's top-k contributions to the logit, "
+        "largest magnitude first. All of them (reasons=all) add up to the logit: there is no intercept",
+    )
 
 
 class RowProblem(BaseModel):

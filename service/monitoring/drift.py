@@ -232,13 +232,17 @@ def count_batch(
         return out
     out.rows = n
     for b in ref.numeric:
-        values = numeric_values[b.name] if keep is None else numeric_values[b.name][keep]
+        values = np.asarray(numeric_values[b.name], dtype=np.float64)  # a list from a few-rows batch
+        if keep is not None:
+            values = values[keep]
         counts = out.numeric[b.name]
         counts[:-1] = bin_counts(values, b.edges)
         counts[-1] = int(np.isnan(values).sum())
     unseen = np.zeros(n, dtype=bool)
     for c in ref.categorical:
-        codes = category_codes[c.column] if keep is None else category_codes[c.column][keep]
+        codes = np.asarray(category_codes[c.column], dtype=np.int64)
+        if keep is not None:
+            codes = codes[keep]
         is_unseen = codes == UNSEEN_CODE
         unseen |= is_unseen
         levels = len(c.levels)

@@ -53,6 +53,10 @@ class Batch(ABC):
         """The raw values of one column, row by row (None where a row lacks it; ABSENT in a ColumnBatch)."""
         return [row.get(name) for row in self.rows]
 
+    def passthrough(self, name: str) -> list[Any]:
+        """The raw values of a pass-through id field, row by row (ABSENT where a row lacks it)."""
+        return [row.get(name, ABSENT) for row in self.rows]
+
     @abstractmethod
     def inspect_keys(self, names: ColumnNames, missing: Missing | None = None) -> KeyReport | None:
         """What the rows' keys say; None when every row has every model column and no other key outside
@@ -109,6 +113,9 @@ class ColumnBatch(Batch):
 
     def column(self, name: str) -> list[Any]:
         return list(map(attrgetter(name), self.rows))
+
+    def passthrough(self, name: str) -> list[Any]:
+        return self.column(name)  # the decoder holds the pass-through fields too (ABSENT when absent)
 
     def inspect_keys(self, names: ColumnNames, missing: Missing | None = None) -> KeyReport | None:
         """Rows with every model column are clean (their other keys were never read). The others are read

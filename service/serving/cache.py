@@ -80,8 +80,10 @@ class CacheKeys:
     normalised: str
 
     def for_store(self) -> list[str]:
-        """In the order ResponseCache.set takes: the key that holds the bytes first, then its alias."""
-        return [self.raw, self.normalised]
+        """In the order ResponseCache.set takes: the key that holds the bytes first, then its alias (none
+        when the rows could not be normalised: the raw key stands for them, and an alias of itself would
+        replace the answer)."""
+        return [self.raw] if self.normalised == self.raw else [self.raw, self.normalised]
 
 
 class ResponseCache(Protocol):

@@ -399,6 +399,8 @@ def _keep_shallow(rows: Iterable[Any], columns: Sequence[str]) -> None:
 # float either way for scoring), or, on a second reading, an array or object where a value belongs.
 _SCALAR = float | str | bool | None
 _ANY_VALUE = float | str | bool | None | list[Any] | dict[str, Any]
+# A pass-through id keeps its JSON type exactly (an integer stays an integer: it is echoed, not scored).
+_ID_VALUE = int | float | str | bool | None
 
 
 def _struct_get(row: msgspec.Struct, column: str) -> Any:
@@ -418,17 +420,25 @@ class ColumnDecoder:
     the few-rows scoring path takes it as it takes a JSON object.
     """
 
-    def __init__(self, columns: Sequence[str], *, slice_bytes: int = SLICE_BYTES) -> None:
+    def __init__(
+        self, columns: Sequence[str], *, extra: Sequence[str] = (), slice_bytes: int = SLICE_BYTES
+    ) -> None:
+        """`extra`: pass-through id fields, decoded with their JSON types (any value, on the second
+        reading) and never checked here."""
         self.columns = tuple(columns)
-        self._scalar_body, self._scalar_rows = self._decoders(_SCALAR)
-        self._any_body, self._any_rows = self._decoders(_ANY_VALUE)
+        self.extra = tuple(extra)
+        self._scalar_body, self._scalar_rows = self._decoders(_SCALAR, _ID_VALUE)
+        self._any_body, self._any_rows = self._decoders(_ANY_VALUE, Any)
         self._raw_rows = msgspec.json.Decoder(list[msgspec.Raw])
         self.slice_bytes = slice_bytes
 
-    def _decoders(self, kind: Any) -> tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any]]:
-        """(one row or an array of rows, an array of rows) with every model column of type `kind`, ABSENT
-        where a row lacks it (and left out when it is encoded: absent and null make different keys)."""
-        fields = [(c, kind, ABSENT) for c in self.columns]
+    def _decoders(
+        self, kind: Any, id_kind: Any
+    ) -> tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any]]:
+        """(one row or an array of rows, an array of rows) with every model column of type `kind` (and
+        every extra field of `id_kind`), ABSENT where a row lacks it (and left out when it is encoded:
+        absent and null make different keys)."""
+        fields = [(c, kind, ABSENT) for c in self.columns] + [(c, id_kind, ABSENT) for c in self.extra]
         row = msgspec.defstruct("Row", fields, gc=False, omit_defaults=True, namespace={"get": _struct_get})
         return msgspec.json.Decoder(list[row] | row), msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
 
@@ -480,7 +490,7 @@ class ColumnDecoder:
             return self._scalar_body.decode(body)
         except msgspec.ValidationError:  # an array or object where a value belongs, or a wrong shape
             payload = self._any_body.decode(body)
-        _keep_shallow(payload if isinstance(payload, list) else (payload,), self.columns)
+        _keep_shallow(payload if isinstance(payload, list) else (payload,), self.columns + self.extra)
         return payload
 
     def _sliceable(self, body: bytes) -> bool:
@@ -498,7 +508,7 @@ class ColumnDecoder:
                     rows += self._scalar_rows.decode(piece)
                 except msgspec.ValidationError:
                     more = self._any_rows.decode(piece)
-                    _keep_shallow(more, self.columns)
+                    _keep_shallow(more, self.columns + self.extra)
                     rows += more
         except msgspec.DecodeError:  # and ValidationError, a subclass
             return None

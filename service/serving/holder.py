@@ -212,7 +212,7 @@ class ModelHolder:
                     self._recovered(stamp, f"following {version} again")
                     return
                 artifact = self.registry.load(version)
-                compiled = CompiledModel.from_artifact(artifact)
+                compiled = CompiledModel.from_artifact(artifact, self.settings.passthrough_fields)
                 compiled.self_check(artifact.metadata.get("golden_rows", {}))
             except Exception as exc:  # a bad registry or version must never take the worker or follower down
                 self._fail(version, describe(exc), stamp, refusal(version, exc))

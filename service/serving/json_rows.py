@@ -17,6 +17,7 @@ import orjson
 
 from service.serving.batch import Batch
 from service.serving.decoding import check_content_type, decode_rows, nan_as_null, skip_bom
+from service.serving.results import result_records
 from service.serving.scorer import CompiledModel, Scored
 from service.serving.turns import no_pause
 
@@ -74,7 +75,7 @@ class JsonRows:
     def encode(
         self, model: CompiledModel, batch: Batch, scored: Scored, pause: Callable[[], None] = no_pause
     ) -> bytes:
-        records: list[Any] = model.records(scored)
+        records: list[Any] = result_records(model, scored)
         if scored.bad_rows:
             by_row: dict[int, list[dict[str, Any]]] = {}
             for e in scored.errors:

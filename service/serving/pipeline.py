@@ -47,6 +47,8 @@ from service.serving.decoding import check_declared_length
 from service.serving.metric_buffer import MetricBuffer
 from service.serving.metrics import Metrics
 from service.serving.observe import Scoring, ScoringObserver
+from service.serving.passthrough import collect_ids
+from service.serving.reasons import top_reasons
 from service.serving.row_keys import KeyReport, columns_orient_hint, header_text, listing
 from service.serving.scorer import CompiledModel, Scored
 from service.serving.turns import SmallCallsFirst, no_pause
@@ -95,13 +97,26 @@ class Call:
     hasher: Any
     started: float
     budget: Budget
+    codec: Codec
     held_bytes: int = 0
     held_rows: int = 0
+    reasons: int = 0  # reason codes per row (0: none)
+
+    @property
+    def key_suffix(self) -> str:
+        """What keeps this call's cache entries apart: its wire format and what it asked for."""
+        suffix = self.codec.key_suffix
+        return f"{suffix}:r{self.reasons}" if self.reasons else suffix
 
     def hold_bytes(self, size: int) -> None:
         """A body that turns out longer than declared (a chunked one) takes the rest as it arrives."""
         self.budget.take_bytes(size - self.held_bytes)
         self.held_bytes = size
+
+    def hold_bytes_at_least(self, size: int) -> None:
+        """A decoded (decompressed) body: the call holds its size when that is more than it holds."""
+        if size > self.held_bytes:
+            self.hold_bytes(size)
 
     def hold_rows(self, rows: int) -> None:
         self.budget.take_rows(rows)
@@ -222,34 +237,40 @@ class ScoringPipeline:
         )
 
     # --- the call ---------------------------------------------------------------------------------------
-    def admit(self, content_type: str | None, declared_length: int | None) -> Call:
+    def admit(
+        self, content_type: str | None, declared_length: int | None, *, codec: Codec | None = None
+    ) -> Call:
         """Before the body is read: the model that will answer (503 while none is served), the media type
-        (415), the declared size (413) and its bytes from the budget (503: overloaded); a hasher when the
-        body may be answered from the cache. The caller must `release()` the call it gets."""
+        (415; `codec`: the call's wire format, else the pipeline's own), the declared size (413) and its
+        bytes from the budget (503: overloaded); a hasher when the body may be answered from the cache.
+        The caller must `release()` the call it gets."""
         started = time.perf_counter()
         model = self.models.current
         if model is None:
             raise self.models.unavailable()
-        self.codec.check_media_type(content_type)
+        codec = codec if codec is not None else self.codec
+        codec.check_media_type(content_type)
         declared = declared_length or 0
         check_declared_length(declared, self.max_body_bytes)
         budget = self.budget
         budget.take_bytes(declared)
         hasher = body_hasher() if self._caching and declared >= self._cache_min else None
-        return Call(model, hasher, started, budget, declared)
+        return Call(model, hasher, started, budget, codec, declared)
 
-    async def infer(self, call: Call, body: Body, *, accepts_gzip: bool = False) -> Answer:
+    async def infer(self, call: Call, body: Body, *, accepts_gzip: bool = False, reasons: int = 0) -> Answer:
         """The answer to an admitted call. `accepts_gzip`: the caller takes a gzip answer (a stored one
-        is then sent as stored, and a new one is stored gzipped)."""
-        raw = self._raw_key(call.model, body)
+        is then sent as stored, and a new one is stored gzipped). `reasons`: each row's top `reasons`
+        reason codes too (0: none)."""
+        call.reasons = reasons
+        raw = self._raw_key(call, body)
         if raw is not None:
-            hit = self._hit(call.model, self._cache.get([raw]), accepts_gzip, self._direct)
+            hit = self._hit(call, self._cache.get([raw]), accepts_gzip, self._direct)
             if hit is not None:
                 return hit
         if body.size >= self.offload_min_bytes:
             held = _Held(self._pause)
             return await self._offload(held, self._decode_and_answer, call, body, raw, accepts_gzip)
-        batch = self.codec.decode(call.model, body.joined())
+        batch = call.codec.decode(call.model, body.joined())
         call.hold_rows(len(batch))
         if len(batch) >= self.offload_min_rows:
             # A small body with many rows: it counts as a small call itself (SmallCallsFirst), so it
@@ -268,7 +289,7 @@ class ScoringPipeline:
     def _decode_and_answer(
         self, call: Call, body: Body, raw: str | None, accepts_gzip: bool, rec: _Recorder
     ) -> Answer:
-        batch = self.codec.decode(call.model, body.joined(), rec.pause)
+        batch = call.codec.decode(call.model, body.joined(), rec.pause)
         anyio.from_thread.run_sync(call.hold_rows, len(batch))  # the budget lives on the loop
         rec.pause()
         return self._answer(call, batch, raw, accepts_gzip, rec)
@@ -280,9 +301,9 @@ class ScoringPipeline:
         keys = None
         if raw is not None:
             normalised = batch.normalised_key(model.sha256)
-            keys = CacheKeys(raw, raw if normalised is None else normalised + self.codec.key_suffix)
+            keys = CacheKeys(raw, raw if normalised is None else normalised + call.key_suffix)
             stored = self._cache.get([keys.normalised])
-            hit = self._hit(model, stored, accepts_gzip, rec)
+            hit = self._hit(call, stored, accepts_gzip, rec)
             if hit is not None and stored is not None:
                 self._cache.set([keys.raw], stored)  # the next exact repeat hits in one lookup
                 return hit
@@ -291,23 +312,26 @@ class ScoringPipeline:
         decoded_at = time.perf_counter()
         buffer.observe(self._decode_stage, decoded_at - call.started)
         headers = {"X-Model-Version": model.version}
-        scored = self._score(model, batch, headers, buffer)
+        scored = self._score(call, batch, headers, buffer)
         scored_at = time.perf_counter()
         buffer.observe(self._score_stage, scored_at - decoded_at)
         rec.pause()
-        out = self.codec.encode(model, batch, scored, rec.pause)
+        out = call.codec.encode(model, batch, scored, rec.pause)
         if scored.bad_rows:
             headers["X-Rejected-Rows"] = str(len(scored.bad_rows))
         buffer.observe(self._encode_stage, time.perf_counter() - scored_at)
         rec.scored(Scoring(model, batch, scored))
         if keys is not None:
             out = self._store(keys, out, scored, headers, accepts_gzip)
-        return Answer(out, headers, self.codec.media_type)
+        return Answer(out, headers, call.codec.media_type)
 
-    def _score(
-        self, model: CompiledModel, batch: Batch, headers: dict[str, str], buffer: MetricBuffer
-    ) -> Scored:
+    def _score(self, call: Call, batch: Batch, headers: dict[str, str], buffer: MetricBuffer) -> Scored:
+        model = call.model
         scored = model.score_batch(batch, reject_unseen=self._reject_unseen)
+        if model.passthrough:
+            self._pass_ids(model, batch, scored)
+        if call.reasons:
+            scored.reasons = top_reasons(model, scored, call.reasons)
         # After scoring: only the rows it read as missing may lack a column. None: nothing to report.
         report = batch.inspect_keys(model.names, partial(model.missing_rows, scored))
         if report is not None:
@@ -326,22 +350,29 @@ class ScoringPipeline:
             )
         return scored
 
+    def _pass_ids(self, model: CompiledModel, batch: Batch, scored: Scored) -> None:
+        """The rows' pass-through ids into the result; an id that cannot be echoed is its row's error."""
+        ids, errors = collect_ids(batch, model.passthrough, self.settings.passthrough_max_chars)
+        scored.ids = ids
+        if errors:
+            scored.errors = sorted([*scored.errors, *errors], key=_error_order)
+            scored.bad_rows.update(e.row for e in errors if e.row is not None)
+
     # --- the cache --------------------------------------------------------------------------------------
-    def _raw_key(self, model: CompiledModel, body: Body) -> str | None:
+    def _raw_key(self, call: Call, body: Body) -> str | None:
         """The raw-body key when this body goes through the cache, else None."""
         if not self._caching or body.size < self._cache_min:
             return None
         hasher = body.hasher if body.hasher is not None else chunks_hasher(body.chunks)
-        return hashed_raw_key(model.sha256, hasher) + self.codec.key_suffix
+        return hashed_raw_key(call.model.sha256, hasher) + call.key_suffix
 
-    def _hit(
-        self, model: CompiledModel, stored: bytes | None, accepts_gzip: bool, rec: _Recorder
-    ) -> Answer | None:
+    def _hit(self, call: Call, stored: bytes | None, accepts_gzip: bool, rec: _Recorder) -> Answer | None:
         """A hit: the stored answer as stored (gzip when the caller accepts it), else decompressed. None
         for no value, and for a gzip value that is not whole or would inflate past cache_max_value_bytes
         (nothing this service stores): refused and counted, the caller computes the answer."""
         if stored is None:
             return None
+        model = call.model
         headers = {"X-Model-Version": model.version, "X-Cache": "hit", "Vary": "Accept-Encoding"}
         if is_gzip(stored):
             if accepts_gzip:
@@ -354,7 +385,7 @@ class ScoringPipeline:
                     return None
                 stored = plain
         rec.buffer.inc(self.metrics.cache_hit)
-        return Answer(stored, headers, self.codec.media_type)
+        return Answer(stored, headers, call.codec.media_type)
 
     def _store(
         self, keys: CacheKeys, out: bytes, scored: Scored, headers: dict[str, str], accepts_gzip: bool

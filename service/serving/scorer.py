@@ -14,7 +14,7 @@ and never scored as NaN; a finite logit, however large, keeps its exact bits (ph
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ from service.model.schema import schema_columns
 from service.serving.batch import Batch, JsonBatch
 from service.serving.decoding import CONTAINERS, ColumnDecoder, shallow
 from service.serving.row_keys import ColumnNames
+from service.settings import DEFAULT_PASSTHROUGH_FIELDS
 
 # Up to this many rows are scored row by row in plain Python: the array path costs ~200 numpy calls per
 # batch whatever its size, the row path a little per row. Both give the same bits.
@@ -84,9 +85,15 @@ class Scored:
     unseen: dict[str, int] = field(default_factory=dict)
     unseen_values: dict[str, list[str]] = field(default_factory=dict)  # column -> values (cut), row order
     unseen_rows: int = 0
+    # Pass-through id field -> its raw value per row (ABSENT where a row lacks it); only fields a row sent.
+    ids: dict[str, list[Any]] = field(default_factory=dict)
+    # When asked: each row's top-k reason codes (service/serving/reasons.py: a `Reasons`).
+    reasons: Any = None
     # What the rows' keys said that the answer's headers report (X-Unknown-Keys, X-Imputed-Columns); an
     # answer with any is not cached (a hit would come without them).
     notes: dict[str, str] = field(default_factory=dict)
+    # Per raw column the parsed values (NaN: missing) and category codes: arrays, or lists from the
+    # few-rows path (np.asarray takes both).
     numeric_values: dict[str, np.ndarray] = field(default_factory=dict)
     category_codes: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -102,6 +109,7 @@ class CompiledModel:
         sha256: str,
         name: str = "propensity",
         known_columns: Iterable[str] | None = None,
+        passthrough: Sequence[str] = DEFAULT_PASSTHROUGH_FIELDS,
     ) -> None:
         self.version = version
         self.sha256 = sha256
@@ -159,9 +167,15 @@ class CompiledModel:
         if known_columns is None:  # not given: the columns the fitted Pipeline was fit on
             known_columns = getattr(parse, "feature_names_in_", self.used_columns)
         self.known_columns = frozenset(str(c) for c in known_columns)
-        self.names = ColumnNames(tuple(self.used_columns), self.known_columns)  # a row's keys are checked
+        clash = sorted(set(passthrough) & (self.known_columns | set(self.used_columns)))
+        if clash:
+            raise ArtifactError(f"pass-through field(s) {', '.join(clash)} are columns of the model's input")
+        # Pass-through ids are echoed, never scored: known keys (not "unknown"), and decoded with the
+        # model's columns by the column decoder.
+        self.passthrough = tuple(passthrough)
+        self.names = ColumnNames(tuple(self.used_columns), self.known_columns | set(self.passthrough))
         self._sources = self._raw_sources()
-        self.column_decoder = ColumnDecoder(self.used_columns)
+        self.column_decoder = ColumnDecoder(self.used_columns, extra=self.passthrough)
         self.reference: dict[str, Any] = {}  # the artifact's reference_distributions (drift monitoring)
 
     def _raw_sources(self) -> dict[str, tuple[str, ...]]:
@@ -186,7 +200,9 @@ class CompiledModel:
         raise ArtifactError(f"cannot compile model input {feature!r}: not a numeric column or a known dummy")
 
     @classmethod
-    def from_artifact(cls, artifact: LoadedArtifact) -> CompiledModel:
+    def from_artifact(
+        cls, artifact: LoadedArtifact, passthrough: Sequence[str] = DEFAULT_PASSTHROUGH_FIELDS
+    ) -> CompiledModel:
         schema = artifact.metadata.get("input_schema")
         compiled = cls(
             artifact.model,
@@ -194,6 +210,7 @@ class CompiledModel:
             sha256=artifact.sha256,
             name=str(artifact.metadata.get("name", "propensity")),
             known_columns=schema_columns(schema) if schema else None,
+            passthrough=passthrough,
         )
         compiled.reference = artifact.metadata.get("reference_distributions") or {}
         return compiled
@@ -249,13 +266,16 @@ class CompiledModel:
                 return None
             etas.append(eta)
         with np.errstate(over="ignore"):  # numpy's exp, exactly as the array path
-            phat = 1.0 / (1.0 + np.exp(-np.array(etas, dtype=np.float64)))
+            phat = (1.0 / (1.0 + np.exp(-np.array(etas, dtype=np.float64)))).tolist()
+        cutoff = self.cutoff
+        # The raw values and codes stay lists here (arrays of a few rows cost more to build than they
+        # save); their readers take either.
         return Scored(
             columns=columns,
-            phat=phat.tolist(),
-            outcome=(phat > self.cutoff).astype(np.int64).tolist(),
-            numeric_values={k: np.array(v, dtype=np.float64) for k, v in raw.items()},
-            category_codes={k: np.array(v, dtype=np.int64) for k, v in codes.items()},
+            phat=phat,
+            outcome=[1 if p > cutoff else 0 for p in phat],
+            numeric_values=raw,  # type: ignore[arg-type]
+            category_codes=codes,  # type: ignore[arg-type]
         )
 
     def _score_arrays(self, batch: Batch, *, reject_unseen: bool = False) -> Scored:
@@ -353,7 +373,7 @@ class CompiledModel:
         values = scored.numeric_values.get(column)
         if values is not None:
             return np.flatnonzero(np.isnan(values)).tolist()
-        return np.flatnonzero(scored.category_codes[column] == MISSING_CODE).tolist()
+        return np.flatnonzero(np.asarray(scored.category_codes[column]) == MISSING_CODE).tolist()
 
     def records(self, scored: Scored) -> list[dict[str, Any]]:
         """Rows as dicts with keys in alphabetical order (the API contract)."""

@@ -23,7 +23,8 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from service.api.app import gunicorn_app
-from service.api.body import read_body, request_head
+from service.api.body import read_body
+from service.api.calls import request_head
 from service.api.state import app_state
 from tools.bench.naive import router as naive_router
 

@@ -19,13 +19,23 @@ from pathlib import Path
 
 from service.model.notebook_import import import_notebook
 from service.model.registry import Registry
-from tools.bench import cluster, mixed, overhead, sections  # noqa: F401  (importing one registers it)
+from tools.bench import (  # noqa: F401  (importing one registers it)
+    cluster,
+    csv_bench,
+    mixed,
+    mlflow_bench,
+    overhead,
+    reasons_bench,
+    sections,
+    v2_bench,
+)
 from tools.bench.core import SECTIONS, Context, Options, Result, Section
 from tools.bench.report import machine_facts, print_table, write
 from tools.bench.wrk import require_wrk
 from tools.paths import REPO
 
-ORDER = ("single", "batch", "mixed", "overhead", "cluster")  # the table's order
+# the table's order
+ORDER = ("single", "batch", "v2", "invocations", "csv", "reasons", "mixed", "overhead", "cluster")
 
 
 def ordered() -> list[Section]:

@@ -13,6 +13,7 @@ from service.api.state import AppState
 from service.model.registry import Registry
 from service.model.schema import example_rows
 from tests.conftest import make_client
+from tests.unit.serving.v2_requests import columns_of_rows, json_body
 
 ROW: dict[str, Any] = example_rows()["rows"][0]
 
@@ -293,4 +294,35 @@ def test_unexpected_errors_are_generic_500_without_echo(approved_registry: Regis
     r = c.post("/predict", content=orjson.dumps(ROW), headers=JSON)
     assert r.status_code == 500 and "secret" not in r.text
     assert r.json()["type"].endswith("/internal") and "request id" in r.json()["detail"]
+    clients.close()
+
+
+def test_an_unexpected_error_on_a_protocol_door_carries_what_its_clients_read(
+    approved_registry: Registry,
+) -> None:
+    """tritonclient raises with the body's `error`, MLflow's client reads `error_code` and `message`: a 500
+    (or a 404 or 405 no door caught) carries them beside the problem's members."""
+    clients = make_client(approved_registry)
+    c = next(clients)
+    assert isinstance(c.app, Starlette)
+    model = AppState.of(c.app).holder.current
+    assert model is not None
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    model.score_batch = broken  # type: ignore[method-assign]
+    v2 = c.post("/v2/models/propensity/infer", content=json_body(columns_of_rows([ROW])), headers=JSON)
+    assert v2.status_code == 500 and "secret" not in v2.text
+    assert v2.json()["error"] == v2.json()["detail"] and "request id" in v2.json()["error"]
+    mlflow = c.post("/invocations", content=orjson.dumps({"dataframe_records": [ROW]}), headers=JSON)
+    assert mlflow.status_code == 500 and "secret" not in mlflow.text
+    body = mlflow.json()
+    assert list(body)[:2] == ["error_code", "message"]
+    assert body["error_code"] == "INTERNAL_ERROR" and body["message"] == body["detail"]
+    wrong_method = c.get("/v2/models/propensity/infer")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "Method Not Allowed"
+    assert c.get("/v2/nothing/here").json()["error"] == "Not Found"
+    plain = c.post("/predict", content=orjson.dumps(ROW), headers=JSON).json()
+    assert plain["status"] == 500 and not {"error", "error_code", "message"} & set(plain)
     clients.close()

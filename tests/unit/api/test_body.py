@@ -7,9 +7,7 @@ from typing import Any
 
 import anyio
 import orjson
-import pytest
 
-from service.api.body import request_head
 from service.api.state import AppState
 from service.model.registry import Registry
 from service.model.schema import example_rows
@@ -17,27 +15,6 @@ from tests.conftest import app_client
 from tests.unit.api.test_load_shedding import JSON, asgi_post, make_app, served
 
 ROW: dict[str, Any] = example_rows()["rows"][0]
-
-
-def scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
-    return {"headers": list(headers)}
-
-
-@pytest.mark.parametrize(
-    ("headers", "expected"),
-    [
-        ((), (None, None, None)),
-        (
-            ((b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", b"12")),
-            ("application/json", 12, None),
-        ),
-        (((b"content-length", b"abc"), (b"accept-encoding", b"gzip, br")), (None, None, "gzip, br")),
-        (((b"content-type", b"text/csv"), (b"content-type", b"application/json")), ("text/csv", None, None)),
-        (((b"content-length", b"7"), (b"content-length", b"9")), (None, 7, None)),  # the first one counts
-    ],
-)
-def test_request_head(headers: tuple[tuple[bytes, bytes], ...], expected: tuple[Any, ...]) -> None:
-    assert request_head(scope(*headers)) == expected
 
 
 def chunked(body: bytes, size: int = 1000) -> Iterator[bytes]:

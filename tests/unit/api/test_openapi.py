@@ -48,8 +48,9 @@ def answer_schema(spec: dict[str, Any], path: str, method: str, status: int) -> 
     """The media type and schema the document declares for this answer."""
     responses = spec["paths"][path][method]["responses"]
     assert str(status) in responses, f"{method.upper()} {path} does not declare {status}"
-    ((media_type, content),) = responses[str(status)]["content"].items()
-    return media_type, content["schema"]
+    content = responses[str(status)]["content"]
+    media_type = next(iter(content))  # the first is the default answer (/predict: JSON before CSV)
+    return media_type, content[media_type]["schema"]
 
 
 def assert_conforms(spec: dict[str, Any], path: str, method: str, response: Any) -> None:
@@ -64,19 +65,54 @@ def assert_conforms(spec: dict[str, Any], path: str, method: str, response: Any)
 
 
 # --- the document -----------------------------------------------------------------------------------------
+PATHS = {
+    # /predict's own
+    "/predict": "post",
+    "/model": "get",
+    "/health/live": "get",
+    "/health/ready": "get",
+    # the Open Inference Protocol (docs/open-inference-protocol.md)
+    "/v2": "get",
+    "/v2/health/live": "get",
+    "/v2/health/ready": "get",
+    "/v2/models/{name}": "get",
+    "/v2/models/{name}/ready": "get",
+    "/v2/models/{name}/infer": "post",
+    "/v2/models/{name}/versions/{version}": "get",
+    "/v2/models/{name}/versions/{version}/ready": "get",
+    "/v2/models/{name}/versions/{version}/infer": "post",
+    # MLflow's scoring protocol (docs/mlflow.md)
+    "/invocations": "post",
+    "/ping": "get",
+    "/health": "get",
+    "/version": "get",
+}
+V2_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}}}
+
+
 def test_every_answer_is_typed_and_every_error_is_a_problem(spec: dict[str, Any]) -> None:
-    assert set(spec["paths"]) == {"/predict", "/model", "/health/live", "/health/ready"}  # no /metrics
+    assert {path: list(ops) for path, ops in spec["paths"].items()} == {p: [m] for p, m in PATHS.items()}
+    assert "/metrics" not in spec["paths"]
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's 422 is never answered
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
-            ok = responses["200"]["content"]["application/json"]["schema"]
-            assert ok.get("$ref", "").startswith("#/components/schemas/"), (path, ok)
+            media_type, ok = next(iter(responses["200"]["content"].items()))
+            if media_type == "application/json":
+                assert ok["schema"].get("$ref", "").startswith("#/components/schemas/"), (path, ok)
+            else:  # MLflow's /ping and /health answer text
+                assert path in ("/ping", "/health") and media_type == "text/plain", path
+                assert ok["schema"] == {"type": "string"}
             for status, response in responses.items():
-                if status != "200":
-                    assert int(status) >= 400
-                    assert response["content"] == {
-                        PROBLEM_TYPE: {**response["content"][PROBLEM_TYPE], "schema": {"$ref": PROBLEM_REF}}
-                    }, (method, path, status)
+                if status == "200":
+                    continue
+                assert int(status) >= 400
+                if path.startswith("/v2") and status != "500":  # the protocol's own error body
+                    assert response["content"] == V2_ERROR, (method, path, status)
+                    continue
+                assert response["content"] == {
+                    PROBLEM_TYPE: {**response["content"][PROBLEM_TYPE], "schema": {"$ref": PROBLEM_REF}}
+                }, (method, path, status)
             assert {"500"} <= set(responses), (path, method)
 
 
@@ -87,17 +123,21 @@ def test_a_result_lists_the_approved_models_inputs(spec: dict[str, Any]) -> None
     result = spec["components"]["schemas"]["PredictResult"]
     features = set(notebook_reference()["selected_features_in_selection_order"])
     assert len(features) == 25
-    assert set(result["properties"]) == features | {"business_outcome", "phat"}
+    assert set(result["properties"]) == features | {"business_outcome", "phat", "customer_id", "reasons"}
     # a retrained version answers with its own inputs: only these two are promised to every client
     assert result["required"] == ["business_outcome", "phat"]
-    assert result["additionalProperties"] == {"type": "number"}
+    # other versions' inputs are numbers; ids under other configured names strings or numbers too
+    assert result["additionalProperties"] == {
+        "anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]
+    }
     assert result["properties"]["x5_tuesday"]["type"] == "integer"
     assert result["properties"]["x91"]["type"] == "number"
 
 
 def test_the_row_schema_types_the_columns_the_approved_model_reads(spec: dict[str, Any]) -> None:
     row = spec["components"]["schemas"]["Row"]
-    assert set(row["properties"]) == {"x5", "x12", "x31", "x44", "x53", "x56", "x58", "x62", "x81", "x91"}
+    columns = {"x5", "x12", "x31", "x44", "x53", "x56", "x58", "x62", "x81", "x91"}
+    assert set(row["properties"]) == columns | {"customer_id"}  # and the pass-through id
     assert row["additionalProperties"] is True  # the other 90 columns may come along
     assert row["properties"]["x5"]["type"] == ["string", "null"]
     assert row["properties"]["x12"]["type"] == ["number", "string", "null"]
@@ -105,7 +145,12 @@ def test_the_row_schema_types_the_columns_the_approved_model_reads(spec: dict[st
 
 def test_operation_ids_are_the_route_names(spec: dict[str, Any]) -> None:
     ids = {op["operationId"] for ops in spec["paths"].values() for op in ops.values()}
-    assert ids == {"predict", "model_info", "live", "ready"}  # generated clients' function names
+    assert ids == {  # generated clients' function names
+        *("predict", "model_info", "live", "ready"),
+        *("v2_infer", "v2_version_infer", "v2_server_metadata", "v2_live", "v2_ready"),
+        *("v2_model_metadata", "v2_model_version_metadata", "v2_model_ready", "v2_model_version_ready"),
+        *("invocations", "ping", "mlflow_health", "mlflow_version"),
+    }
 
 
 def test_ready_schema_allows_a_worker_behind_its_alias(spec: dict[str, Any]) -> None:

@@ -92,7 +92,10 @@ def test_missing_spellings_and_absent_keys_agree(
 
 def test_unknown_keys_are_ignored(client: TestClient, reference_rows: list[dict[str, Any]]) -> None:
     base = post(client, reference_rows[0]).content
-    assert post(client, dict(reference_rows[0], customer_id="abc-1", extra={"a": 1})).content == base
+    assert post(client, dict(reference_rows[0], order_ref="abc-1", extra={"a": 1})).content == base
+    # a pass-through id (customer_id by default) is not unknown: it comes back with the result
+    with_id = post(client, dict(reference_rows[0], customer_id="abc-1")).json()
+    assert with_id.pop("customer_id") == "abc-1" and orjson.dumps(with_id) == base
     metrics = client.get("/metrics").text
     assert "propensity_unknown_keys_total" in metrics
 

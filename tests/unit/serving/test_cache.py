@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from service.serving.cache import LRUCache, normalised_key, raw_key
+from service.serving.cache import CacheKeys, LRUCache, normalised_key, raw_key
 from service.serving.redis_cache import BreakerState, CircuitBreaker
 
 SHA_A = "a" * 64
@@ -107,3 +107,16 @@ def test_breaker_opens_after_consecutive_failures_then_probes_once() -> None:
 def state_of(breaker: CircuitBreaker) -> BreakerState:
     """The breaker's state now (a call, so a type checker does not carry an earlier reading over)."""
     return breaker.state
+
+
+def test_rows_without_a_normalised_key_are_stored_under_the_raw_key_alone() -> None:
+    # A batch that cannot be normalised keys its answer by the raw body twice: storing an alias of the
+    # key to itself would replace the answer with the alias (and no repeat would ever hit).
+    cache = LRUCache(1 << 20, 1 << 20)
+    keys = CacheKeys("raw-key", "raw-key")
+    assert keys.for_store() == ["raw-key"]
+    cache.set(keys.for_store(), b'{"phat":0.5}')
+    assert cache.get(["raw-key"]) == b'{"phat":0.5}'
+    both = CacheKeys("raw-2", "normalised-2")
+    cache.set(both.for_store(), b"[1]")
+    assert cache.get(["normalised-2"]) == b"[1]" and cache.get(["raw-2"]) == b"[1]"

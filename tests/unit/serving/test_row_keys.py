@@ -71,7 +71,7 @@ def test_keys_that_spell_a_column_loosely_resemble_it(compiled: CompiledModel, k
     assert f"resembles {column!r}" in error.reason and f"send it as {column!r}" in error.reason
 
 
-@pytest.mark.parametrize("key", ["x120", "x1", "x_1", "X0", "xx5", "customer_id", "5x"])
+@pytest.mark.parametrize("key", ["x120", "x1", "x_1", "X0", "xx5", "order_ref", "5x"])
 def test_other_keys_are_unknown_not_near_misses(compiled: CompiledModel, key: str) -> None:
     report = JsonBatch([{**ROWS[0], key: 1}], single=True).inspect_keys(compiled.names)
     if key in compiled.known_columns:
