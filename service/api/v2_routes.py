@@ -125,7 +125,7 @@ def _header_length(request: Request) -> int | None:
     for key, value in request.scope["headers"]:
         if key == _HEADER_LENGTH:
             text = value.decode("latin-1").strip()
-            if not text.isdigit():
+            if not (text.isascii() and text.isdigit()):
                 raise InferenceRequestError(
                     f"{HEADER_LENGTH} must be the length of the JSON header in bytes, got {text[:40]!r}"
                 )

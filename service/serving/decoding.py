@@ -170,7 +170,7 @@ def bare_tokens(body: bytes) -> list[Token]:
     return out
 
 
-def _rewritten(body: bytes, tokens: list[Token]) -> bytes:
+def rewritten(body: bytes, tokens: list[Token]) -> bytes:
     """The body with NaN as null and each Infinity as its marker string."""
     pieces: list[bytes] = []
     start = 0
@@ -188,7 +188,7 @@ def nan_as_null(body: bytes) -> bytes | None:
     tokens = bare_tokens(body)
     if not tokens or any(token.text.endswith(b"Infinity") for token in tokens):
         return None
-    return _rewritten(body, tokens)
+    return rewritten(body, tokens)
 
 
 def _decode_not_quite_json(body: bytes, exc: orjson.JSONDecodeError, max_errors: int) -> Any:
@@ -196,7 +196,7 @@ def _decode_not_quite_json(body: bytes, exc: orjson.JSONDecodeError, max_errors:
     tokens = bare_tokens(body)
     if not tokens:
         raise _malformed(body, exc) from None
-    text = _rewritten(body, tokens)
+    text = rewritten(body, tokens)
     try:
         payload = orjson.loads(text)
     except orjson.JSONDecodeError as again:

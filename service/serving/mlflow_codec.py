@@ -45,7 +45,7 @@ from service.model.parsing import truncate
 from service.serving.batch import ABSENT, Batch, JsonBatch, Missing
 from service.serving.cache import normalised_key
 from service.serving.csv_rows import CsvBatch, check_csv_media_type, located_error, read_csv_batch
-from service.serving.decoding import INFINITY_REASON, bare_tokens, skip_bom
+from service.serving.decoding import INFINITY_REASON, bare_tokens, rewritten, skip_bom
 from service.serving.json_rows import dumps_rows
 from service.serving.pipeline import rows_error
 from service.serving.reasons import top_reasons
@@ -191,15 +191,8 @@ def load_json(data: bytes) -> Any:
         error = exc
     tokens = bare_tokens(data)
     if tokens:
-        pieces: list[bytes] = []
-        start = 0
-        for token in tokens:
-            nan = token.text.endswith(b"NaN")
-            pieces += (data[start : token.start], b"null" if nan else b'"\\u0000' + token.text + b'"')
-            start = token.end
-        pieces.append(data[start:])
         try:
-            return orjson.loads(b"".join(pieces))
+            return orjson.loads(rewritten(data, tokens))
         except orjson.JSONDecodeError as again:
             error = again
     raise MalformedJSON(f"the body is not valid JSON (orjson: {str(error)[:200]}); {ENVELOPE}")

@@ -19,7 +19,7 @@ import orjson
 from service.errors import InputError, PayloadTooLarge
 from service.model.parsing import truncate
 from service.serving import v2_binary
-from service.serving.decoding import bare_tokens, skip_bom
+from service.serving.decoding import bare_tokens, rewritten, skip_bom
 from service.serving.row_keys import ColumnNames, fold_key
 from service.serving.scorer import CompiledModel
 
@@ -99,15 +99,8 @@ def read_header(header: bytes) -> InferenceRequest:
         error: msgspec.DecodeError = exc
     tokens = bare_tokens(header)
     if tokens:
-        pieces: list[bytes] = []
-        start = 0
-        for token in tokens:
-            nan = token.text.endswith(b"NaN")
-            pieces += (header[start : token.start], b"null" if nan else b'"\\u0000' + token.text + b'"')
-            start = token.end
-        pieces.append(header[start:])
         try:
-            return _DECODER.decode(b"".join(pieces))
+            return _DECODER.decode(rewritten(header, tokens))
         except msgspec.ValidationError as exc:
             raise _invalid(exc) from None
         except msgspec.DecodeError as again:

@@ -13,10 +13,13 @@ import jsonschema_rs
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import Request
 
 from service.api.app import create_app
+from service.api.v2_routes import _header_length
 from service.model.registry import Registry
 from service.model.schema import example_rows
+from service.serving.v2_request import InferenceRequestError
 from service.settings import Settings
 from tests.conftest import app_client, make_client
 from tests.unit.serving.v2_requests import binary_body, columns_of_rows, json_body, outputs_of
@@ -281,3 +284,10 @@ def test_inference_answers_and_errors_match_the_document(client: TestClient, spe
     assert schema_of(spec, "/v2/models/{name}", "get", 404).is_valid(missing.json())
     request_schema = spec["paths"][template]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert jsonschema_rs.validator_for(request_schema).is_valid(orjson.loads(json_body(COLUMNS, id="x")))
+
+
+def test_a_header_length_that_is_a_digit_only_to_str_isdigit_is_a_400() -> None:
+    """b"\\xb2" is "²" in latin-1: str.isdigit() says yes and int() raises (a 500 before)."""
+    request = Request({"type": "http", "headers": [(b"inference-header-content-length", b"\xb2")]})
+    with pytest.raises(InferenceRequestError, match="in bytes"):
+        _header_length(request)
