@@ -9,14 +9,11 @@ and attrs, which it has.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,11 +23,9 @@ import pytest
 
 from service.model.registry import Registry
 from tests.servers import Server, start_server
+from tests.tool_venvs import tools_venv
 
-REPO = Path(__file__).resolve().parents[2]
 LOCK = Path(__file__).with_name("openapi-python-client.lock")
-TOOLS = REPO / ".venv-tools"
-VENV = TOOLS / "openapi-python-client"
 PACKAGE = "propensity_client"
 
 # Runs in the tools venv: the generated package against the live server; prints what it got, typed.
@@ -54,25 +49,6 @@ print(json.dumps({
     "ready": [type(state).__name__, state.status, state.version],
 }))
 """
-
-
-def tools_venv() -> Path:
-    """The venv's python, built when missing or older than the lock (one builder at a time)."""
-    stamp = VENV / ".lock-sha256"
-    want = hashlib.sha256(LOCK.read_bytes()).hexdigest()
-    TOOLS.mkdir(exist_ok=True)
-    with (TOOLS / ".build-lock").open("w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        if not (stamp.exists() and stamp.read_text() == want):
-            shutil.rmtree(VENV, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-            subprocess.run(
-                [str(VENV / "bin/pip"), "install", "--quiet", "--disable-pip-version-check", "-r", str(LOCK)],
-                check=True,
-                timeout=600,
-            )
-            stamp.write_text(want)
-    return VENV / "bin/python"
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +93,7 @@ def generate(python: Path, server: Server, out: Path) -> Path:
 def test_generated_client_returns_typed_objects(
     server: Server, tmp_path: Path, reference_rows: list[dict[str, Any]], reference_phat: list[float]
 ) -> None:
-    python = tools_venv()
+    python = tools_venv("openapi-python-client", LOCK)
     package = generate(python, server, tmp_path)
     result = subprocess.run(
         [str(python), "-c", CALLS, server.url, json.dumps(reference_rows)],

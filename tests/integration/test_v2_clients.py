@@ -12,14 +12,11 @@ Every phat is compared bit for bit with /predict's for the same rows.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import math
 import shutil
 import struct
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,36 +31,14 @@ from service.model.registry import Registry
 from service.model.schema import example_rows
 from service.model.synthetic import make_synthetic_frame
 from tests.servers import Server, start_server
+from tests.tool_venvs import tools_venv
 
-REPO = Path(__file__).resolve().parents[2]
-TOOLS = REPO / ".venv-tools"
 HERE = Path(__file__).parent
 ROWS: list[dict[str, Any]] = example_rows()["rows"]
 MODEL = "propensity"
 
 
-# --- the venvs of the clients that cannot share the project's -------------------------------------------
-def tools_venv(name: str, lock: Path) -> Path:
-    """The python of .venv-tools/<name>, built from `lock` when missing or older than it (one builder at a
-    time; PyPI through pip)."""
-    venv = TOOLS / name
-    stamp = venv / ".lock-sha256"
-    want = hashlib.sha256(lock.read_bytes()).hexdigest()
-    TOOLS.mkdir(exist_ok=True)
-    with (TOOLS / ".build-lock").open("w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        if not (stamp.exists() and stamp.read_text() == want):
-            shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            subprocess.run(
-                [str(venv / "bin/pip"), "install", "--quiet", "--disable-pip-version-check", "-r", str(lock)],
-                check=True,
-                timeout=900,
-            )
-            stamp.write_text(want)
-    return venv / "bin/python"
-
-
+# --- the clients that cannot share the project's venv run in their own (tests/tool_venvs.py) ---------
 def run_script(python: Path, script: str, *args: str) -> dict[str, Any]:
     result = subprocess.run(
         [str(python), "-c", script, *args], capture_output=True, text=True, timeout=300, check=False
