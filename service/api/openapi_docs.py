@@ -122,7 +122,7 @@ NOT_READY = problem(
 
 
 # --- /predict -------------------------------------------------------------------------------------------
-def _approved_columns() -> list[str]:
+def approved_columns() -> list[str]:
     """The raw columns the approved model reads, in the input schema's order."""
     ref = notebook_reference()
     numeric = set(ref["numeric_columns_in_notebook_order"])
@@ -139,7 +139,7 @@ def _row_schema() -> dict[str, Any]:
     """
     schema = notebook_schema()
     props: dict[str, Any] = {}
-    for column in _approved_columns():
+    for column in approved_columns():
         kind = schema.kind(column)
         if kind == CATEGORY:
             levels = list(schema.categories[column])

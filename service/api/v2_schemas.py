@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api import openapi_docs
+from service.api import openapi_docs, openapi_examples
 from service.api.schemas import FieldProblem
+from service.model.schema import example_rows
 
 Datatype = Literal[
     "BOOL",
@@ -152,6 +153,45 @@ MODEL_METADATA = openapi_docs.declared(
 MODEL_READY = openapi_docs.declared(
     {200: openapi_docs.ok(ModelReady, "Ready to score"), **v2_errors({404: UNKNOWN, 503: NOT_READY})}
 )
+
+
+# --- the inference examples: /predict's batch example as a V2 request and answer (a test posts it) ---
+def _tensor(name: str, values: list[Any]) -> dict[str, Any]:
+    numbers = all(type(v) in (int, float) or v is None for v in values)
+    datatype = "BYTES" if not numbers else "INT64" if all(type(v) is int for v in values) else "FP64"
+    return {"name": name, "datatype": datatype, "shape": [len(values)], "data": values}
+
+
+def request_example() -> dict[str, Any]:
+    """The first rows of /predict's batch example, one input per column the model reads (strings as
+    BYTES, numbers as FP64), and the id the answer echoes."""
+    rows = example_rows()["rows"][: len(openapi_examples.BATCH)]
+    columns = openapi_docs.approved_columns()
+    inputs = [_tensor(c, [r[c] for r in rows]) for c in columns]
+    for tensor in inputs:
+        if tensor["datatype"] == "INT64":  # a numeric column of whole numbers is still FP64
+            tensor["datatype"] = "FP64"
+    return {"id": "example-1", "inputs": inputs}
+
+
+def _answer_examples() -> dict[str, Any]:
+    return {"three_rows": {"summary": "The answer to the three_rows request", "value": answer_example()}}
+
+
+def answer_example() -> dict[str, Any]:
+    """What the request example is answered: /predict's batch example as tensors, phat and
+    business_outcome first, then the model inputs in alphabetical order (the order of the outputs)."""
+    records = openapi_examples.BATCH
+    first = ("phat", "business_outcome")
+    names = [*first, *sorted(k for k in records[0] if k not in first)]
+    return {
+        "model_name": "propensity",
+        "model_version": "v1",
+        "id": "example-1",
+        "outputs": [_tensor(n, [r[n] for r in records]) for n in names],
+    }
+
+
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 INFER_RESPONSES = openapi_docs.declared(
     {
@@ -221,11 +261,20 @@ VERSION = _path_parameter("version", 'The version this worker serves: "v1" or "1
 
 def _infer_extra(*parameters: dict[str, Any]) -> dict[str, Any]:
     """The inference routes read their path parameters themselves (no per-request parameter validation
-    on the hot path), so the document gets them here, with the request body."""
+    on the hot path), so the document gets them here, with the request body and the examples."""
     schema = _inline(InferenceRequest.model_json_schema())
     # the JSON header, then each binary input's bytes
-    content = {"application/json": {"schema": schema}, "application/octet-stream": BINARY}
-    return {"parameters": list(parameters), "requestBody": {"required": True, "content": content}}
+    example = {"three_rows": {"summary": "Three rows, one input per column", "value": request_example()}}
+    content = {
+        "application/json": {"schema": schema, "examples": example},
+        "application/octet-stream": BINARY,
+    }
+    answers = {"200": {"content": {"application/json": {"examples": _answer_examples()}}}}
+    return {
+        "parameters": list(parameters),
+        "requestBody": {"required": True, "content": content},
+        "responses": answers,
+    }
 
 
 # The routes' openapi_extra, built when the document is first rendered (FastAPI reads it only then).

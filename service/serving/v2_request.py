@@ -59,23 +59,27 @@ def _fail(detail: str) -> InferenceRequestError:
 
 
 # --- the JSON header ------------------------------------------------------------------------------------
+# The protocol's $parameters: each value a string, a number or a boolean (anything else is a 400).
+Parameters = dict[str, str | int | float | bool]
+
+
 class RequestInput(msgspec.Struct, gc=False):
     name: str
     datatype: str
     shape: tuple[int, ...]
     data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # empty: no data (binary instead)
-    parameters: dict[str, Any] | None = None
+    parameters: Parameters | None = None
 
 
 class RequestOutput(msgspec.Struct, gc=False):
     name: str
-    parameters: dict[str, Any] | None = None
+    parameters: Parameters | None = None
 
 
 class InferenceRequest(msgspec.Struct, gc=False):
     inputs: list[RequestInput]
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: Parameters | None = None
     outputs: list[RequestOutput] | None = None
 
 
@@ -314,7 +318,8 @@ def _check_id_type(name: str, datatype: str) -> None:
 def _values(tensor: RequestInput, raw: memoryview | None, n: int) -> list[Any]:
     """One model column's (or pass-through id's) values, one per row."""
     name, datatype, params = tensor.name, tensor.datatype, tensor.parameters
-    content_type = params.get("content_type") if params else None
+    given = params.get("content_type") if params else None
+    content_type = None if given is None else str(given)
     if content_type is not None and datatype == BYTES and content_type not in READ_AS_GIVEN:
         raise _fail(
             f"input {name!r} has content_type {truncate(content_type)}, which this model does not read; "

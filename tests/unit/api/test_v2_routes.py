@@ -210,6 +210,12 @@ ERRORS: dict[str, tuple[bytes, dict[str, str], int, str]] = {
         400,
         "in bytes",
     ),
+    "a parameter that is an object": (
+        json_body(COLUMNS, parameters={"note": {"a": 1}}),
+        {},
+        400,
+        "is not valid",
+    ),
     "csv": (b"x12\n$1\n", {"content-type": "text/csv"}, 415, "application/octet-stream"),
     "malformed": (b'{"inputs": [', {}, 400, "not valid JSON"),
     "unsupported coding": (json_body(COLUMNS), {"content-encoding": "br"}, 415, "gzip or deflate"),
@@ -291,3 +297,22 @@ def test_a_header_length_that_is_a_digit_only_to_str_isdigit_is_a_400() -> None:
     request = Request({"type": "http", "headers": [(b"inference-header-content-length", b"\xb2")]})
     with pytest.raises(InferenceRequestError, match="in bytes"):
         _header_length(request)
+
+
+@pytest.mark.parametrize(
+    "template", ["/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"]
+)
+def test_the_request_example_is_answered_by_the_answer_example(
+    client: TestClient, spec: dict[str, Any], template: str
+) -> None:
+    operation = spec["paths"][template]["post"]
+    request = operation["requestBody"]["content"]["application/json"]
+    answer = operation["responses"]["200"]["content"]["application/json"]
+    example, expected = request["examples"]["three_rows"]["value"], answer["examples"]["three_rows"]["value"]
+    assert jsonschema_rs.validator_for({**request["schema"], "components": spec["components"]}).is_valid(
+        example
+    )
+    path = template.replace("{name}", "propensity").replace("{version}", "v1")
+    live = infer(client, orjson.dumps(example), path=path).json()
+    assert live == expected, f"the example is not the live answer; it is:\n{live!r}"
+    assert schema_of(spec, template, "post", 200).is_valid(expected)
