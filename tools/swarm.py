@@ -249,14 +249,26 @@ def leftovers(stack: str) -> dict[str, list[str]]:
     return {kind: ids for kind, ids in found.items() if ids}
 
 
-def remove(stack: str, timeout: float = 120) -> None:
-    """`docker stack rm`, then wait until none of its containers, networks, configs or secrets is left."""
+def remove(stack: str, timeout: float = 120, orphan_grace: float = 15) -> None:
+    """`docker stack rm`, then wait until none of its containers, networks, configs or secrets is left.
+
+    Containers still labelled with the stack `orphan_grace` seconds after its last service went are
+    orphans (an engine killed mid-run leaves its task containers behind, and no service will ever reap
+    them): they are force-removed. Only containers carrying this stack's label are touched."""
     deadline = time.monotonic() + timeout
     if leftovers(stack):
         docker("stack", "rm", stack, check=False)
+    services_gone_at: float | None = None
     while left := leftovers(stack):
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise SwarmError(f"stack {stack} not gone after {timeout:g}s: {left}")
+        if "services" in left:
+            services_gone_at = None
+        elif services_gone_at is None:
+            services_gone_at = now
+        elif "containers" in left and now - services_gone_at >= orphan_grace:
+            docker("rm", "--force", *left["containers"], check=False)
         if "services" not in left and "containers" not in left:
             docker("stack", "rm", stack, check=False)  # networks/configs/secrets freed only now
         time.sleep(1)

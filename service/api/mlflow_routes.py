@@ -27,6 +27,7 @@ from service.api.mlflow_schemas import (
     PING_RESPONSES,
     VERSION_RESPONSES,
 )
+from service.api.operation_ids import operation_id
 from service.api.problems import mlflow_error_code
 from service.api.state import app_state
 from service.errors import InputError, PropensityError
@@ -37,7 +38,7 @@ from service.serving.pipeline import Codec
 from service.settings import Settings
 
 # The tag names a generated client's module (mlflow_scoring_protocol) and the group in the docs pages.
-mlflow_router = APIRouter(tags=["mlflow scoring protocol"])
+mlflow_router = APIRouter(tags=["mlflow scoring protocol"], generate_unique_id_function=operation_id)
 PACKAGE = "propensity-service"
 PING_BODY = b"\n"  # what MLflow's scoring server answers (it labels it application/json; it is not JSON)
 

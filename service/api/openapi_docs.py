@@ -20,7 +20,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
@@ -370,11 +369,6 @@ def drop_unreachable_422s(document: dict[str, Any]) -> None:
     if VALIDATION_REF not in json.dumps(document.get("paths", {})):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
-
-
-def operation_id(route: APIRoute) -> str:
-    """A route's operationId is its function's name: a generated client's `predict`, `ready`, ..."""
-    return route.name
 
 
 def component_schemas() -> dict[str, Any]:

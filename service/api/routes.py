@@ -14,12 +14,13 @@ from service.api.openapi_docs import (
     PREDICT_RESPONSES,
     READY_RESPONSES,
 )
+from service.api.operation_ids import operation_id
 from service.api.problems import problem_body, problem_response
 from service.api.state import app_state
 from service.errors import InputError
 from service.serving.formats import formats_for, located
 
-router = APIRouter()
+router = APIRouter(generate_unique_id_function=operation_id)
 JSON = "application/json"
 
 

@@ -28,6 +28,7 @@ from starlette.responses import Response
 
 from service.api import v2_schemas
 from service.api.calls import run_call
+from service.api.operation_ids import operation_id
 from service.api.state import AppState, app_state
 from service.errors import Overloaded, PropensityError
 from service.serving import v2_binary
@@ -38,7 +39,7 @@ from service.serving.v2_codec import BINARY_TYPE, JSON_TYPE, V2Codec, model_meta
 from service.serving.v2_request import InferenceRequestError
 
 log = logging.getLogger("propensity.api")
-router = APIRouter(tags=["Open Inference Protocol (V2)"])
+router = APIRouter(tags=["Open Inference Protocol (V2)"], generate_unique_id_function=operation_id)
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 EXTENSIONS = ["binary_tensor_data"]

@@ -66,7 +66,7 @@ Parameters = dict[str, str | int | float | bool]
 class RequestInput(msgspec.Struct, gc=False):
     name: str
     datatype: str
-    shape: tuple[int, ...]
+    shape: msgspec.Raw  # read once when every input's is the same text (_rows), else one by one
     data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # empty: no data (binary instead)
     parameters: Parameters | None = None
 
@@ -84,6 +84,7 @@ class InferenceRequest(msgspec.Struct, gc=False):
 
 
 _DECODER = msgspec.json.Decoder(InferenceRequest)
+_SHAPE_DECODER = msgspec.json.Decoder(tuple[int, ...])
 _NAME, _SHAPE, _PARAMETERS = map(attrgetter, ("name", "shape", "parameters"))
 
 
@@ -148,17 +149,14 @@ def read_inputs(
 ) -> Inputs:
     """Every input's name, shape and binary size checked; the datatypes and values of the model's columns
     and of the pass-through ids read. An input the model does not read is never parsed."""
-    names = model.names
     n, rank = _rows(inputs, max_rows)
-    given = list(map(_NAME, inputs))
-    position = dict(zip(given, range(len(given)), strict=True))
-    unknown = _check_names(given, position.keys(), inputs, names)
+    layout = _layout_of(model, inputs)
     binaries = _binary_parts(inputs, tail)
     kinds = column_kinds(model)
     columns: dict[str, list[Any]] = {}
     id_types: dict[str, str] = {}
     # The model's columns and the ids, in the request's order; the other inputs are never parsed.
-    for i in sorted(position[name] for name in _read_columns(model) & position.keys()):
+    for i in layout.read:
         tensor = inputs[i]
         name = tensor.name
         kind = kinds.get(name)
@@ -170,7 +168,39 @@ def read_inputs(
         columns[name] = _values(tensor, binaries[i], n)
         if len(columns) % 8 == 0:
             pause()
-    return Inputs(columns, id_types, unknown, n, rank)
+    return Inputs(columns, id_types, list(layout.unknown), n, rank)
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What a request's input names alone decide: where the inputs to read are (the model's columns and
+    the ids, in the request's order) and which names are outside the input schema."""
+
+    read: tuple[int, ...]
+    unknown: tuple[str, ...]
+
+
+# A client sends the same inputs in the same order call after call: their layout is checked once. Only
+# for requests of a plausible width, so the cache never holds the names of a huge request.
+_LAYOUT_CACHE_MAX_INPUTS = 1024
+
+
+def _layout_of(model: CompiledModel, inputs: list[RequestInput]) -> _Layout:
+    names = tuple(map(_NAME, inputs))
+    if len(names) > _LAYOUT_CACHE_MAX_INPUTS:
+        return _layout(model, names)
+    return _cached_layout(model, names)
+
+
+def _layout(model: CompiledModel, given: tuple[str, ...]) -> _Layout:
+    """The layout of inputs named `given` (400 for a name given twice, a near miss, or no model column)."""
+    position = dict(zip(given, range(len(given)), strict=True))
+    unknown = _check_names(given, position.keys(), model.names)
+    read = tuple(sorted(position[name] for name in _read_columns(model) & position.keys()))
+    return _Layout(read, tuple(unknown))
+
+
+_cached_layout = lru_cache(maxsize=64)(_layout)
 
 
 @lru_cache(maxsize=8)
@@ -183,17 +213,30 @@ def _rows(inputs: list[RequestInput], max_rows: int) -> tuple[int, int]:
     """(rows, rank) that every input's shape agrees on; 413 past max_rows."""
     if not inputs:
         raise _fail(f"the request has no inputs; {ENVELOPE}")
-    shapes = set(map(_SHAPE, inputs))  # one, or [N] and [N, 1] mixed: both are N rows of a column
-    if len(shapes) > 2 or not all(map(_column_shape, shapes)) or len({s[0] for s in shapes}) != 1:
-        raise _shape_error(inputs)
-    n = inputs[0].shape[0]
+    if list(map(_SHAPE, inputs)).count(inputs[0].shape) == len(inputs):  # the same text: read it once
+        shapes = [_shape(inputs[0], 0)]
+    else:
+        shapes = [_shape(tensor, i) for i, tensor in enumerate(inputs)]
+    distinct = set(shapes)  # one, or [N] and [N, 1] mixed: both are N rows of a column
+    if len(distinct) > 2 or not all(map(_column_shape, distinct)) or len({s[0] for s in distinct}) != 1:
+        raise _shape_error(inputs, shapes)
+    n = shapes[0][0]
     if n == 0:
         raise _fail(f"the inputs have 0 rows; send 1 to {max_rows}")
     if n > max_rows:
         raise PayloadTooLarge(
             f"{n} rows exceed the limit of {max_rows} rows per request; split the batch", max_rows=max_rows
         )
-    return n, len(inputs[0].shape)
+    return n, len(shapes[0])
+
+
+def _shape(tensor: RequestInput, i: int) -> tuple[int, ...]:
+    try:
+        return _SHAPE_DECODER.decode(tensor.shape)
+    except msgspec.ValidationError as exc:
+        text, at, path = str(exc).partition(" - at `$")  # msgspec's path, read from the shape itself
+        where = f"$.inputs[{i}].shape{path.rstrip('`') if at else ''}"
+        raise _fail(f"the inference request is not valid: {text} - at `{where}`; {ENVELOPE}") from None
 
 
 def _column_shape(shape: tuple[int, ...]) -> bool:
@@ -201,19 +244,17 @@ def _column_shape(shape: tuple[int, ...]) -> bool:
     return (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) and shape[0] >= 0
 
 
-def _shape_error(inputs: list[RequestInput]) -> InferenceRequestError:
+def _shape_error(inputs: list[RequestInput], shapes: list[tuple[int, ...]]) -> InferenceRequestError:
     """What is wrong with the inputs' shapes: one that is not [N] or [N, 1], or two that disagree."""
-    first = inputs[0]
-    for tensor in inputs:
-        shape = tensor.shape
+    for tensor, shape in zip(inputs, shapes, strict=True):
         if not _column_shape(shape):
             matrix = len(shape) == 2 and shape[1] > 1
             hint = f" (a matrix of {shape[1]} columns: send each column as its own input)" if matrix else ""
             return _fail(f"input {truncate(tensor.name)!r} has shape {list(shape)}{hint}; {FIX_SHAPE}")
-    other = next(t for t in inputs if t.shape[0] != first.shape[0])
+    other = next(i for i, shape in enumerate(shapes) if shape[0] != shapes[0][0])
     return _fail(
-        f"inputs {truncate(first.name)!r} and {truncate(other.name)!r} have {first.shape[0]} and "
-        f"{other.shape[0]} rows; every input is one column of the same rows"
+        f"inputs {truncate(inputs[0].name)!r} and {truncate(inputs[other].name)!r} have {shapes[0][0]} and "
+        f"{shapes[other][0]} rows; every input is one column of the same rows"
     )
 
 
@@ -253,9 +294,7 @@ def _binary_parts(inputs: list[RequestInput], tail: memoryview | None) -> list[m
     return parts
 
 
-def _check_names(
-    given: list[str], present: KeysView[str], inputs: list[RequestInput], names: ColumnNames
-) -> list[str]:
+def _check_names(given: tuple[str, ...], present: KeysView[str], names: ColumnNames) -> list[str]:
     """The inputs outside the input schema (pass-through ids are in it), in order. Each name once; a
     name that only resembles an absent model column is refused, and so is a request with no model
     column at all (every input would be imputed: a plausible wrong answer)."""
@@ -270,12 +309,8 @@ def _check_names(
     if names.used_set.isdisjoint(present):
         shown = ", ".join(repr(truncate(n)) for n in given[:5])
         more = f" and {len(given) - 5} more" if len(given) > 5 else ""
-        matrix = len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].shape[1] > 1
-        hint = (
-            "; this looks like one matrix in one input: send each column as its own input" if matrix else ""
-        )
         raise _fail(
-            f"none of the inputs is a column of the model (inputs: {shown}{more}){hint}; send {FIX_SHAPE}, "
+            f"none of the inputs is a column of the model (inputs: {shown}{more}); send {FIX_SHAPE}, "
             f"named by the model's columns: {', '.join(names.ordered)}"
         )
     return unknown

@@ -70,6 +70,7 @@ def log(message: str) -> None:
 @dataclass
 class Deployed:
     image: str
+    testinfra: str
     key: str
     cases: Cases
     deploy_seconds: float
@@ -162,6 +163,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     initialised = swarm.require_manager(init=not state.is_manager and state.node_state == "inactive")
     deployed = Deployed(
         image=image,
+        testinfra=testinfra,
         key=key,
         cases=cases,
         deploy_seconds=0.0,
@@ -665,6 +667,23 @@ def test_autoscaler_scales_up_under_load_and_back_to_min_after(stack: Deployed) 
         assert_scaled_through_the_docker_proxy()
     finally:
         swarm.docker("service", "scale", "--detach", f"{AUTOSCALER}=0", check=False)
+
+
+def test_containers_orphaned_by_a_killed_engine_are_removed(stack: Deployed) -> None:
+    """A run killed with its engine leaves task containers that no service reaps: remove() clears them
+    (the next run's set-up depends on it), and touches nothing without the stack's label."""
+    orphans = "propensity-orphans"
+    run = ("run", "--detach", "--network", "host")
+    label = ("--label", f"{swarm.STACK_LABEL}={orphans}")
+    labelled = swarm.docker(*run, *label, stack.testinfra, "sleep", "600").strip()
+    bystander = swarm.docker(*run, stack.testinfra, "sleep", "600").strip()
+    try:
+        assert swarm.leftovers(orphans) == {"containers": [labelled[:12]]}
+        swarm.remove(orphans, timeout=60, orphan_grace=2)
+        assert swarm.leftovers(orphans) == {}
+        assert swarm.docker("ps", "-q", "--no-trunc", "--filter", f"id={bystander}").strip() == bystander
+    finally:
+        swarm.docker("rm", "--force", labelled, bystander, check=False)
 
 
 def test_teardown_removes_everything(stack: Deployed, capsys: pytest.CaptureFixture[str]) -> None:

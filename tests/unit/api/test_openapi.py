@@ -153,6 +153,16 @@ def test_operation_ids_are_the_route_names(spec: dict[str, Any]) -> None:
     }
 
 
+def test_every_route_is_on_the_app_itself_with_predict_first(tmp_path: Path) -> None:
+    """No route sits behind an included router (which FastAPI walks twice per call), and /predict is
+    the first route a call is matched against after the document's own."""
+    app = create_app(Settings(artifacts_dir=tmp_path))
+    paths = [getattr(route, "path", None) for route in app.router.routes]
+    assert None not in paths and len(paths) == len(set(paths))
+    assert paths[:2] == ["/openapi.json", "/predict"]
+    assert paths.index("/v2/models/{name}/infer") < paths.index("/v2")
+
+
 def test_ready_schema_allows_a_worker_behind_its_alias(spec: dict[str, Any]) -> None:
     ready = {"$ref": "#/components/schemas/Ready"}
     behind = {"status": "ready", "model": "propensity", "version": "v1", "behind_alias": True}

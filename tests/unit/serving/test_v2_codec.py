@@ -181,6 +181,28 @@ def test_n_and_n_by_1_shapes_mix(pipeline: ScoringPipeline) -> None:
     )
 
 
+def test_shapes_written_differently_are_read_alike(pipeline: ScoringPipeline) -> None:
+    """Equal shape texts are read once; a shape written with spaces (or [N] beside [N, 1]) is read on
+    its own and means the same."""
+    body = json_body(COLUMNS)
+    spaced = body.replace(f'"shape":[{N}]'.encode(), f'"shape": [ {N} ]'.encode(), 1)
+    assert spaced != body
+    assert bits(outputs(run(pipeline, spaced))["phat"]) == bits(outputs(run(pipeline, body))["phat"])
+
+
+def test_a_layout_seen_before_is_checked_again_for_what_the_names_do_not_decide(
+    pipeline: ScoringPipeline,
+) -> None:
+    """The same input names twice: the second request's datatypes, shapes and data are still read (only
+    what the names decide is remembered), and a refused layout is refused every time."""
+    good = request(X12, tensor("x44", "FP64", [1.0]))
+    assert run(pipeline, good).status == 200
+    assert "send it as FP64" in refused(pipeline, request(X12, tensor("x44", "FP32", [1.0]))).detail
+    assert "have 1 and 2 rows" in refused(pipeline, request(X12, tensor("x44", "FP64", [1.0, 2.0]))).detail
+    for _ in range(2):
+        assert "send it as 'x44'" in refused(pipeline, request(X12, tensor("X44", "FP64", [1.0]))).detail
+
+
 def test_shape_n_by_1_and_nested_data_are_one_column(pipeline: ScoringPipeline) -> None:
     flat = outputs(run(pipeline, json_body(COLUMNS)))
     answer = run(pipeline, json_body(COLUMNS, rank=2))
@@ -368,6 +390,18 @@ REFUSALS: dict[str, tuple[bytes, str]] = {
     "matrix": (request(tensor("x", "FP64", [1.0] * 4, [2, 2])), "send each column as its own input"),
     "no shape": (request(tensor("x12", "BYTES", ["$1"], [])), "has shape []"),
     "negative rows": (request(tensor("x12", "BYTES", ["$1"], [-1])), "has shape [-1]"),
+    "shape not an array": (
+        request(X12, {**tensor("x44", "FP64", [1.0]), "shape": "1"}),
+        "Expected `array`, got `str` - at `$.inputs[1].shape`",
+    ),
+    "every shape not an array": (
+        request({**X12, "shape": 1}, {**tensor("x44", "FP64", [1.0]), "shape": 1}),
+        "Expected `array`, got `int` - at `$.inputs[0].shape`",
+    ),
+    "float in a shape": (
+        request(X12, {**tensor("x44", "FP64", [1.0]), "shape": [1.0]}),
+        "`$.inputs[1].shape[0]`",
+    ),
     "data vs shape": (
         request(tensor("x12", "BYTES", ["$1"], [2])),
         "its shape says 2 element(s), its data holds 1",
