@@ -1,8 +1,9 @@
 """The Open Inference Protocol door next to /predict, on the same server in the same rounds:
 
 - one row per request at fixed concurrency (wrk): the real example rows as V2 JSON requests, one input
-  per column, every column the /predict bodies carry (100 inputs, what PandasCodec sends for the whole
-  frame) and only the model's 10, interleaved with /predict's single rows;
+  per column: the model's 10 (what its metadata lists: the target) and every column the /predict bodies
+  carry (100 inputs, what PandasCodec sends for the whole frame: a figure), interleaved with /predict's
+  single rows;
 - the 10,000-row batch as one columnar V2 JSON request (100 inputs of 10,000 values) beside the same rows
   as /predict JSON, POSTed in turns on one keep-alive connection, end to end.
 
@@ -28,6 +29,13 @@ INFER = "/v2/models/propensity/infer"
 SINGLE_VS_PREDICT = Target(">=", 0.8)
 BATCH_VS_PREDICT = Target("<=", 1.2)
 MODEL_COLUMNS = ("x5", "x12", "x31", "x44", "x53", "x56", "x58", "x62", "x81", "x91")
+# The target is for the request the model's metadata describes (its 10 inputs). The whole frame as 100
+# inputs is timed beside it as a figure: 90 inputs the model does not read, each still named, shaped and
+# checked (so that a near miss or a duplicate is refused), in a body 10x the size.
+WHOLE_FRAME = (
+    "v2 100 inputs: the whole frame, 90 inputs beyond the model's metadata (timed, no target; the target is "
+    "for the metadata's 10 inputs)"
+)
 
 
 def _datatype(values: list[Any]) -> str:
@@ -74,8 +82,8 @@ def _single(ctx: Context, server: BenchServer) -> list[Result]:
     rows = example_rows()["rows"]
     plan: dict[str, tuple[str, list[bytes]]] = {
         "predict": (PREDICT, single_row_bodies()),
+        "v2, the model's 10 inputs": (INFER, [v2_body([r], MODEL_COLUMNS) for r in rows]),
         "v2, 100 inputs": (INFER, [v2_body([r]) for r in rows]),
-        "v2, 10 inputs": (INFER, [v2_body([r], MODEL_COLUMNS) for r in rows]),
     }
     for _, bodies in list(plan.values())[1:]:
         _check(server, list(zip(plan["predict"][1], bodies, strict=True)))
@@ -95,7 +103,11 @@ def _single(ctx: Context, server: BenchServer) -> list[Result]:
         result.ratio = median(
             [a.wrk.rps / b.wrk.rps for a, b in zip(runs[name], runs["predict"], strict=True)]
         )
-        result.ratio_label, result.target = "V2 ÷ /predict req/s", SINGLE_VS_PREDICT
+        result.ratio_label = "V2 ÷ /predict req/s"
+        if name == "v2, 100 inputs":  # a figure, not the target: see WHOLE_FRAME
+            result.note = WHOLE_FRAME
+        else:
+            result.target = SINGLE_VS_PREDICT
         out.append(result)
     return out
 
