@@ -31,7 +31,7 @@ BATCH_VS_PREDICT = Target("<=", 1.2)
 MODEL_COLUMNS = ("x5", "x12", "x31", "x44", "x53", "x56", "x58", "x62", "x81", "x91")
 # The target is for the request the model's metadata describes (its 10 inputs). The whole frame as 100
 # inputs is timed beside it as a figure: 90 inputs the model does not read, each still named, shaped and
-# checked (so that a near miss or a duplicate is refused), in a body 10x the size.
+# checked (so that a near miss or a duplicate is refused), in a body 10x the 10-input one (4x /predict's).
 WHOLE_FRAME = (
     "v2 100 inputs: the whole frame, 90 inputs beyond the model's metadata (timed, no target; the target is "
     "for the metadata's 10 inputs)"
