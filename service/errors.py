@@ -120,6 +120,13 @@ class BodyReadTimeout(InputError):
 
 
 # --- data / training ----------------------------------------------------------------------------------------
+class InvalidLabels(InputError):
+    """POST /feedback items that cannot be stored: each named by its index (`row`), field and reason."""
+
+    kind = "invalid-labels"
+    title = "Labels cannot be stored"
+
+
 class DataValidationError(PropensityError, ValueError):
     """Training or evaluation data that cannot be used; names the column and the first offending rows."""
 
@@ -179,6 +186,25 @@ class Overloaded(PropensityError):
     status = 503
     kind = "overloaded"
     title = "Worker at capacity"
+    public = True
+
+
+class PredictionLogUnavailable(PropensityError):
+    """The prediction log's database cannot be reached or read (GET /performance, POST /feedback): 503
+    with Retry-After. Scoring never raises it: rows wait in the spool instead."""
+
+    status = 503
+    kind = "prediction-log-unavailable"
+    title = "Prediction log unavailable"
+    public = True
+
+
+class PredictionLogOff(PropensityError):
+    """The prediction log is switched off (PROPENSITY_PREDICTION_LOG_ENABLED=false): nothing to join to."""
+
+    status = 404
+    kind = "prediction-log-off"
+    title = "Prediction log is off"
     public = True
 
 

@@ -167,6 +167,42 @@ class Settings(BaseSettings):
         168.0, gt=0, description="Spool files older than this are deleted"
     )
 
+    # the prediction log and label feedback (service/monitoring/prediction_log.py, docs/monitoring.md)
+    prediction_log_enabled: bool = Field(True, description="Record every scored row (off the request path)")
+    prediction_log_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the log (postgresql+psycopg://... in a cluster); "
+        "unset = SQLite at <artifacts_dir>/prediction-log.sqlite",
+    )
+    prediction_log_sample_rate: float = Field(
+        1.0, gt=0, le=1, description="Share of requests whose rows are logged (whole requests, at random)"
+    )
+    prediction_log_flush_seconds: float = Field(
+        1.0, gt=0, le=60, description="A worker writes its pending rows at least this often (the loss window)"
+    )
+    prediction_log_max_pending_rows: int = Field(
+        200_000, ge=10_000, description="Rows a worker holds unwritten; beyond, rows are dropped and counted"
+    )
+    prediction_log_spool_dir: Path | None = Field(
+        None,
+        description="Rows the database could not take wait here to be replayed; "
+        "unset = <artifacts_dir>/prediction-spool",
+    )
+    prediction_log_retry_seconds: float = Field(
+        5.0, gt=0, description="While the database is unreachable, try it again this often"
+    )
+    prediction_log_retention_days: float = Field(
+        90.0, gt=0, description="Logged rows (and their labels) older than this are deleted"
+    )
+    performance_min_labels: int = Field(
+        100, ge=1, description="Labels a cohort needs before its estimate-vs-realized gap can alarm"
+    )
+    performance_refresh_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How often a replica recomputes its performance gauges (one worker per replica does)",
+    )
+
     # gated retraining (service/model/retrain.py)
     retrain_auto_promote: bool = Field(
         True, description="Promote a challenger that passes the gate; false = stage it for a human to promote"
@@ -184,6 +220,15 @@ class Settings(BaseSettings):
     retrain_bootstrap: int = Field(1_000, ge=0, description="Bootstrap resamples for the AUC intervals")
     retrain_data_dir: Path | None = Field(None, description="Where the scheduler looks for the newest CSV")
     retrain_every_seconds: float = Field(86_400.0, gt=0, description="Scheduler cadence")
+    retrain_calibration_min_slope: float = Field(
+        0.8, gt=0, le=1, description="Gate: holdout calibration slope at least (1 = calibrated)"
+    )
+    retrain_calibration_max_slope: float = Field(
+        1.25, ge=1, description="Gate: holdout calibration slope at most (1 = calibrated)"
+    )
+    retrain_calibration_max_intercept: float = Field(
+        0.2, gt=0, description="Gate: |calibration intercept| (log odds, slope held at 1) at most"
+    )
 
     @field_validator("model_name")
     @classmethod
@@ -221,6 +266,19 @@ class Settings(BaseSettings):
             if self.slot_port_base + self.task_slot > 65535:
                 raise ValueError("slot_port_base + task_slot is not a port")
         return self
+
+    @property
+    def prediction_log_database(self) -> str:
+        """The prediction log's SQLAlchemy URL: `prediction_log_url`, else SQLite in the registry's root."""
+        if self.prediction_log_url:
+            return self.prediction_log_url
+        return f"sqlite:///{(self.artifacts_dir / 'prediction-log.sqlite').absolute()}"
+
+    @property
+    def prediction_log_spool(self) -> Path:
+        if self.prediction_log_spool_dir is not None:
+            return self.prediction_log_spool_dir
+        return self.artifacts_dir / "prediction-spool"
 
     @property
     def listen_port(self) -> int:

@@ -1,4 +1,5 @@
-"""The local cluster on one machine: N replicas behind nginx, redis-server, prometheus (`make up`/`down`).
+"""The local cluster on one machine: N replicas behind nginx, redis-server, prometheus and PostgreSQL (the
+prediction log's database) (`make up`/`down`).
 
     make up REPLICAS=3                     # python -m tools.cluster up --replicas 3; refuses politely if
                                            # a port is taken or it already runs
@@ -10,7 +11,16 @@ dies and rotates the logs. Each replica is `propensity serve --port P --workers 
 tree on its own loopback port, with its own PROMETHEUS_MULTIPROC_DIR. Everything the cluster writes lives in
 the run dir (default run/cluster): cluster.json (the config), supervisord.conf, nginx.conf and
 prometheus.yml (generated), supervisor.sock (supervisord's control socket), pids/supervisord.pid, logs/,
-metrics/<replica>/, redis/, prometheus/ (its TSDB) and nginx/ (temp files).
+metrics/<replica>/, redis/, prometheus/ (its TSDB), nginx/ (temp files) and postgres/ (data/: the
+database cluster, made by initdb on the first start and kept across `down`/`up`).
+
+PostgreSQL (Debian's package, tools/postgres.py) listens on 127.0.0.1 only, trusts what reaches it there,
+and has no unix socket; the replicas log to its database `propensity` as the role `propensity`
+(PROPENSITY_PREDICTION_LOG_URL). It refuses to run as root: as root it runs as the `postgres` user, and
+postgres/ is that user's (0700). That user must reach postgres/: when a dir above it is closed to it (a
+0700 temp dir, /root), the program runs in a mount namespace of its own where postgres/ is bind-mounted on
+/mnt (so it calls its data dir /mnt/data); that takes root's CAP_SYS_ADMIN, which an unprivileged
+container lacks: there, choose a run dir the `postgres` user can reach.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from typing import Annotated, Any
 import typer
 
 from service.errors import PropensityError
-from tools import procs, supervisor_config
+from tools import postgres, procs, supervisor_config
 from tools.cluster_config import (
     HOST,
     ClusterConfig,
@@ -59,12 +69,19 @@ REPLICA_OWN_ENV = frozenset(
         "PROPENSITY_HOST",
     }
 )
+PREDICTION_LOG_URL = "PROPENSITY_PREDICTION_LOG_URL"  # set by `up` for the replicas when it runs PostgreSQL
+NAMESPACE_MOUNT = "/mnt"  # where postgres/ is bind-mounted when the `postgres` user cannot reach it
 _MAIN = "from service.cli import main; main()"
 _ENV = shutil.which("env") or "/usr/bin/env"
 SUPERVISORD_PID = "supervisord.pid"
 # supervisord states of a program that did not come up (BACKOFF: it exited before startsecs; it retries)
 _FAILED_TO_START = frozenset({"BACKOFF", "FATAL", "EXITED", "STOPPED", "UNKNOWN"})
-APT_PACKAGES = {"nginx": "nginx-light", "redis-server": "redis-server", "prometheus": "prometheus"}
+APT_PACKAGES = {
+    "nginx": "nginx-light",
+    "redis-server": "redis-server",
+    "prometheus": "prometheus",
+    "unshare": "util-linux",
+}
 
 
 class ClusterError(PropensityError):
@@ -117,6 +134,7 @@ class Cluster:
     def names(self) -> list[str]:
         """Start order; supervisord stops them in reverse."""
         return [
+            *(["postgres"] if self.config.postgres else []),
             *(["redis"] if self.config.redis else []),
             *self.config.replica_names(),
             "nginx",
@@ -191,7 +209,7 @@ class Cluster:
             listed = ", ".join(f"{port} ({name})" for name, port in taken.items())
             raise ClusterError(
                 f"port(s) already in use: {listed}. Stop whatever listens there, or choose other ports "
-                "(--nginx-port, --replica-port, --redis-port, --prometheus-port)."
+                "(--nginx-port, --replica-port, --redis-port, --prometheus-port, --postgres-port)."
             )
         programs = ["nginx", "prometheus", *(["redis-server"] if self.config.redis else [])]
         for program in programs:
@@ -200,7 +218,11 @@ class Cluster:
         self._import_model()
         deadline = time.monotonic() + timeout
         try:
+            if self.config.postgres:
+                self.initdb()
             self.start_supervisord(deadline - time.monotonic())
+            if self.config.postgres:
+                self.start("postgres", deadline - time.monotonic())
             if self.config.redis:
                 self.start("redis", deadline - time.monotonic())
             for name in self.config.replica_names():
@@ -300,6 +322,11 @@ class Cluster:
     def program(self, name: str) -> Program:
         c = self.config
         run, logs = c.run_dir, c.logs_dir
+        if name == "postgres":  # fast shutdown on INT; stopped after the replicas, which write to it
+            argv = self._postgres_argv(
+                postgres.server_argv(self._postgres_bin(), self._postgres_data(), c.postgres_port)
+            )
+            return Program(name, argv, logs / "postgres.log", stop_seconds=30, stop_signal="INT", priority=50)
         if name == "redis":  # everything in redis.conf, the password included (not on the command line)
             return Program(name, [find_program("redis-server"), str(c.redis_conf_file)], logs / "redis.log")
         if name == "nginx":  # in the foreground; its access log on stdout, its error log on stderr
@@ -330,6 +357,57 @@ class Cluster:
         # > gunicorn's graceful_timeout (30 s): in-flight requests finish before supervisord kills the group
         return Program(name, argv, logs / f"{name}.log", stop_seconds=35, priority=200)
 
+    # --- PostgreSQL ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _postgres_bin() -> Path:
+        try:
+            return postgres.bin_dir()
+        except postgres.PostgresError as exc:
+            raise ClusterError(str(exc)) from None
+
+    def _postgres_namespaced(self) -> bool:
+        """As root, when the `postgres` user cannot reach postgres/: bind-mounted on /mnt in a namespace."""
+        return postgres.blocking_ancestor(self.config.postgres_dir) is not None
+
+    def _postgres_data(self) -> str:
+        """The data dir as the server names it (in its own mount namespace: under /mnt)."""
+        base = NAMESPACE_MOUNT if self._postgres_namespaced() else str(self.config.postgres_dir)
+        return f"{base}/data"
+
+    def _postgres_argv(self, argv: list[str]) -> list[str]:
+        """argv as the `postgres` user (when root); in a mount namespace with postgres/ on /mnt when that
+        user cannot reach it. Each step execs: the pid supervisord starts is the command's."""
+        argv = postgres.as_server_user(argv)
+        if not self._postgres_namespaced():
+            return argv
+        bind = 'mount --bind "$0" ' + NAMESPACE_MOUNT + ' && exec "$@"'
+        unshare = [find_program("unshare"), "--mount", "--propagation", "private", "--"]
+        return [*unshare, "/bin/sh", "-c", bind, str(self.config.postgres_dir), *argv]
+
+    def initdb(self) -> None:
+        """The database cluster in postgres/data, made on the first start (kept across down and up)."""
+        c = self.config
+        postgres.make_private_dir(c.postgres_dir)
+        if (c.postgres_dir / "data" / "PG_VERSION").is_file():
+            return
+        argv = self._postgres_argv(postgres.initdb_argv(self._postgres_bin(), self._postgres_data()))
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise ClusterError(f"initdb in {c.postgres_dir} failed:\n{done.stdout}{done.stderr}".strip())
+        postgres.write_hba(c.postgres_dir / "data")
+
+    def _postgres_ready(self) -> bool:
+        """It answers as the server of our data dir, with the role and database the replicas use."""
+        import psycopg
+
+        if not postgres.ready(self.config.postgres_port, self._postgres_data()):
+            return False
+        try:
+            postgres.ensure_database(self.config.postgres_port)
+        except psycopg.Error:
+            return False  # (it may be shutting down again: _wait looks at its state next)
+        return True
+
     def _environment(self) -> dict[str, str]:
         """supervisord's environment, which every program inherits: the caller's, less what the cluster sets
         for the replicas itself, plus the replicas' common settings (per replica: only the metrics dir)."""
@@ -337,7 +415,9 @@ class Cluster:
         env = {
             k: v
             for k, v in os.environ.items()
-            if k != "PROMETHEUS_MULTIPROC_DIR" and not (k.startswith("PROPENSITY_") and k in REPLICA_OWN_ENV)
+            if k != "PROMETHEUS_MULTIPROC_DIR"
+            and not (k.startswith("PROPENSITY_") and k in REPLICA_OWN_ENV)
+            and not (k == PREDICTION_LOG_URL and c.postgres)
         }
         env.update(
             {
@@ -352,6 +432,7 @@ class Cluster:
                     if c.redis_url
                     else {}
                 ),
+                **({PREDICTION_LOG_URL: c.prediction_log_url} if c.prediction_log_url else {}),
                 **c.env,
             }
         )
@@ -362,6 +443,8 @@ class Cluster:
         check: Callable[[], bool]
         if name == "redis":
             check = self._redis_ready
+        elif name == "postgres":
+            check = self._postgres_ready
         elif name == "nginx":
             check = self._nginx_ready
         elif name == "prometheus":
@@ -504,7 +587,7 @@ def check_nginx_conf(conf: Path, prefix: Path) -> str:
 
 # --- CLI: `python -m tools.cluster ...` (make up / status / down) -------------------------------------------
 cli = typer.Typer(
-    help="The local cluster: N replicas behind nginx, redis-server and prometheus, on 127.0.0.1.",
+    help="The local cluster: N replicas behind nginx, redis-server, prometheus and PostgreSQL, on 127.0.0.1.",
     no_args_is_help=True,
 )
 RunDir = Annotated[Path, typer.Option(help="where PID files, logs and generated configs go")]
@@ -519,8 +602,16 @@ def cli_up(
     replica_port: Annotated[int, typer.Option(help="first replica's port; the others follow")] = 8001,
     redis_port: Annotated[int, typer.Option(help="redis-server's port")] = 6390,
     prometheus_port: Annotated[int, typer.Option(help="prometheus's port")] = 9091,
+    postgres_port: Annotated[int, typer.Option(help="PostgreSQL's port (the prediction log)")] = 6391,
     redis: Annotated[
         bool, typer.Option("--redis/--no-redis", help="shared Redis cache or per-worker LRU")
+    ] = True,
+    with_postgres: Annotated[
+        bool,
+        typer.Option(
+            "--postgres/--no-postgres",
+            help="PostgreSQL for the prediction log, or the replicas' own setting (SQLite by default)",
+        ),
     ] = True,
     rate_limit: Annotated[
         float | None, typer.Option(help="nginx limit on /predict, req/s per client; 0 = off")
@@ -543,7 +634,9 @@ def cli_up(
         replica_port=replica_port,
         redis_port=redis_port,
         prometheus_port=prometheus_port,
+        postgres_port=postgres_port,
         redis=redis,
+        postgres=with_postgres,
         rate_limit_per_second=rate_limit,
         api_keys_file=api_keys_file.resolve() if api_keys_file else None,
         max_large_requests=max_large_requests,
@@ -592,6 +685,8 @@ def _print_status(cluster: Cluster) -> None:
         typer.echo(f"{row['name']:<12} {pid:>8} {row['address']:<22} {row['state']:<8} {row['log']}")
     c = cluster.config
     typer.echo(f"public: {c.nginx_url}  prometheus: {c.prometheus_url}  redis: {c.redis_url or 'off (LRU)'}")
+    log = c.prediction_log_url or "no PostgreSQL (each replica's own setting)"
+    typer.echo(f"prediction log: {log}")
 
 
 if __name__ == "__main__":

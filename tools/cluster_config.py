@@ -1,7 +1,9 @@
 """What the local cluster is made of, and the config files generated for it (nginx.conf, prometheus.yml).
 
 Everything listens on 127.0.0.1 only. Defaults: nginx :1313, replicas :8001.., redis-server :6390,
-prometheus :9091. The nginx config comes from nginx/nginx.conf.template; `{{NAME}}` placeholders are the
+prometheus :9091, postgres :6391 (the prediction log's database: every replica gets
+PROPENSITY_PREDICTION_LOG_URL=postgresql+psycopg://propensity@127.0.0.1:6391/propensity). The nginx
+config comes from nginx/nginx.conf.template; `{{NAME}}` placeholders are the
 only thing replaced, so nginx's own `$variables` need no escaping.
 
 Redis asks for a password, and the replicas sign what they store in it with a cache secret: both are
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from service.settings import Settings
+from tools import postgres
 from tools.paths import REPO
 
 HOST = "127.0.0.1"
@@ -39,7 +42,10 @@ class ClusterConfig:
     replica_port: int = 8001  # replica i (1-based) listens on replica_port + i - 1
     redis_port: int = 6390
     prometheus_port: int = 9091
+    postgres_port: int = 6391
     redis: bool = True  # False: no redis-server; every replica keeps its own in-process LRU
+    # False: no PostgreSQL; the replicas log predictions wherever their settings say (SQLite by default)
+    postgres: bool = True
     rate_limit_per_second: float = 0.0  # 0 = off
     rate_limit_burst: int = 50
     # A file of `"<key>" <client>;` lines (the Swarm api_keys secret's format): every request but nginx's
@@ -114,6 +120,8 @@ class ClusterConfig:
         ports = {"nginx": self.nginx_port, "prometheus": self.prometheus_port}
         if self.redis:
             ports["redis"] = self.redis_port
+        if self.postgres:
+            ports["postgres"] = self.postgres_port
         ports.update(zip(self.replica_names(), self.replica_ports(), strict=True))
         return ports
 
@@ -128,6 +136,11 @@ class ClusterConfig:
     @property
     def redis_url(self) -> str | None:
         return f"redis://{HOST}:{self.redis_port}/0" if self.redis else None
+
+    @property
+    def prediction_log_url(self) -> str | None:
+        """The cluster's PostgreSQL database for the prediction log, as the replicas are given it."""
+        return postgres.url(self.postgres_port) if self.postgres else None
 
     def replica_urls(self) -> list[str]:
         return [f"http://{HOST}:{p}" for p in self.replica_ports()]
@@ -157,6 +170,11 @@ class ClusterConfig:
         return self.secrets_dir / "cache_secret"
 
     @property
+    def postgres_dir(self) -> Path:
+        """PostgreSQL's own (the `postgres` user's when root, mode 0700): data/ is the database cluster."""
+        return self.run_dir / "postgres"
+
+    @property
     def redis_conf_file(self) -> Path:
         return self.run_dir / "redis.conf"
 
@@ -174,7 +192,9 @@ class ClusterConfig:
     def from_json(cls, data: dict[str, Any]) -> ClusterConfig:
         paths = {k: Path(data[k]) for k in ("run_dir", "artifacts_dir")}
         keys = data.get("api_keys_file")
-        return cls(**{**data, **paths, "api_keys_file": Path(keys) if keys else None})
+        # a cluster.json written before the cluster had PostgreSQL: it runs none
+        old = {"postgres": data.get("postgres", False)}
+        return cls(**{**data, **paths, **old, "api_keys_file": Path(keys) if keys else None})
 
 
 def write_secrets(config: ClusterConfig) -> None:

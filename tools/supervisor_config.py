@@ -1,8 +1,8 @@
 """supervisord for the local cluster (`make up`): its config file, its XML-RPC client, and the orphan reaper.
 
-Every process of the cluster (redis-server, the replicas, nginx, prometheus) is a supervisord program.
-supervisord restarts a program that exits (autorestart), captures its stdout and stderr into files in
-<run dir>/logs/ and rotates them at ClusterConfig.log_max_bytes, keeping log_backups old files. It takes
+Every process of the cluster (postgres, redis-server, the replicas, nginx, prometheus) is a supervisord
+program. supervisord restarts a program that exits (autorestart), captures its stdout and stderr into files
+in <run dir>/logs/ and rotates them at ClusterConfig.log_max_bytes, keeping log_backups old files. It takes
 commands (tools.cluster, or `supervisorctl -c <run dir>/supervisord.conf status`) only on a unix socket in
 the run dir (mode 0700), never on a TCP port. Every program starts stopped: `up` starts them in order and
 waits until each answers.
@@ -48,7 +48,8 @@ class Program:
     argv: list[str]
     log: Path
     stdout_log: Path | None = None  # nginx: stdout is its access log, stderr its error log
-    stop_seconds: int = 10  # SIGTERM, then SIGKILL of the whole group after this long
+    stop_seconds: int = 10  # stop_signal, then SIGKILL of the whole group after this long
+    stop_signal: str = "TERM"  # postgres: INT (fast shutdown; TERM would wait for every client to leave)
     priority: int = 100  # supervisord stops the highest first
 
 
@@ -126,7 +127,7 @@ def supervisord_conf(
             "autorestart=true",
             "startsecs=1",
             "startretries=3",
-            "stopsignal=TERM",
+            f"stopsignal={program.stop_signal}",
             f"stopwaitsecs={program.stop_seconds}",
             "stopasgroup=true",
             "killasgroup=true",

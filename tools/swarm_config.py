@@ -50,6 +50,7 @@ SLOT_PORT_BASE = 18300  # api task in slot N listens on 18300 + N
 MAX_SLOTS = 8  # nginx and prometheus know slots 1..8: the test variant runs at most 8 api tasks
 REDIS_PORT = 18379
 PROMETHEUS_PORT = 18390
+POSTGRES_PORT = 18432
 AUTOSCALER_METRICS_PORT = 18391
 
 API_PORT = 1313  # production: every api task and nginx listen on 1313 in their own network namespace
@@ -69,7 +70,12 @@ def slot_ports() -> list[int]:
 
 def loopback_ports() -> dict[str, int]:
     """Every loopback port the test variant listens on, by name."""
-    ports = {"nginx": NGINX_PORT, "redis": REDIS_PORT, "prometheus": PROMETHEUS_PORT}
+    ports = {
+        "nginx": NGINX_PORT,
+        "redis": REDIS_PORT,
+        "prometheus": PROMETHEUS_PORT,
+        "postgres": POSTGRES_PORT,
+    }
     ports.update({f"api.{slot}": port for slot, port in enumerate(slot_ports(), start=1)})
     return ports
 

@@ -5,16 +5,23 @@
 #   tools/system-deps.sh [--dry-run] GROUP...     groups: test, swarm
 #
 # As root it installs with apt-get, with a policy-rc.d that stops the packages from starting their own
-# daemons (nginx on :80, redis on :6379): the tests start their own, on free loopback ports. Otherwise it
-# prints the exact command to run and exits 1. --dry-run prints what it would run and changes nothing.
+# daemons (nginx on :80, redis on :6379, PostgreSQL's cluster `main` on :5432): the tests start their own,
+# on free loopback ports. The cluster `main` that the postgresql package creates is left stopped and set
+# to start manually only (its start.conf), so no boot starts it either. Otherwise it prints the exact
+# command to run and exits 1. --dry-run prints what it would run and changes nothing.
+#
+# PostgreSQL's server commands are not on PATH: Debian keeps them in /usr/lib/postgresql/<major>/bin
+# (SYSTEM_DEPS_PGLIB overrides /usr/lib/postgresql, for the tests).
 set -euo pipefail
 
 # package:command[,command...] - the commands the tests and make targets run
 declare -A PACKAGES=(
-  [test]="nginx-light:nginx redis-server:redis-server prometheus:prometheus,promtool wrk:wrk chromium:chromium"
+  [test]="nginx-light:nginx redis-server:redis-server prometheus:prometheus,promtool wrk:wrk chromium:chromium
+    postgresql:initdb,pg_ctl,postgres"
   [swarm]="docker.io:docker,dockerd debootstrap:debootstrap"
 )
 SEARCH_PATH=${SYSTEM_DEPS_PATH:-$PATH:/usr/sbin:/sbin}
+PGLIB=${SYSTEM_DEPS_PGLIB:-/usr/lib/postgresql}
 PYTHON=${PYTHON:-python3.11}
 POLICY=/usr/sbin/policy-rc.d
 
@@ -29,7 +36,15 @@ for arg in "$@"; do
 done
 ((${#groups[@]})) || { echo "usage: $0 [--dry-run] test|swarm..." >&2; exit 2; }
 
-found() { PATH=$SEARCH_PATH command -v "$1" >/dev/null 2>&1; }
+# The search path plus every installed PostgreSQL major's bin dir (none: nothing is added)
+pg_bin_dirs() {
+  local dir
+  for dir in "$PGLIB"/*/bin; do
+    [[ -d $dir ]] && printf ':%s' "$dir"
+  done
+  return 0
+}
+found() { PATH=$SEARCH_PATH$(pg_bin_dirs) command -v "$1" >/dev/null 2>&1; }
 
 missing=()
 for group in "${groups[@]}"; do
@@ -74,3 +89,15 @@ if [[ ! -e $POLICY ]]; then  # an existing policy-rc.d is the machine's own: kee
 fi
 apt-get update -qq
 "${install[@]}" >/dev/null
+if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+  # policy-rc.d kept `main` from starting; keep it so at boot too, and stop it should anything have started it
+  for conf in /etc/postgresql/*/main/start.conf; do
+    [[ -f $conf ]] && echo manual >"$conf"
+  done
+  for dir in "$PGLIB"/*/bin; do
+    version=$(basename "$(dirname "$dir")")
+    if command -v pg_ctlcluster >/dev/null && pg_ctlcluster "$version" main status >/dev/null 2>&1; then
+      pg_ctlcluster "$version" main stop
+    fi
+  done
+fi

@@ -73,7 +73,9 @@ async def run_call(
     if head is None:
         head = request_head(request.scope)
     content_type, content_length, accept_encoding, content_encoding, asked, _ = head
-    call = pipeline.admit(content_type, content_length, codec=codec)  # 503 at once when the budget is full
+    request_id = request.scope["state"].get("request_id", "") if "state" in request.scope else ""
+    # 503 at once when the budget is full
+    call = pipeline.admit(content_type, content_length, codec=codec, request_id=request_id)
     try:
         if reasons is None:
             query = request.scope["query_string"]

@@ -124,6 +124,9 @@ async def model_info(request: Request) -> Response:
     meta = holder.metadata
     body = {k: meta.get(k) for k in MODEL_FIELDS}
     body["sha256"] = model.sha256
+    body["intercept"] = model.intercept
+    if meta.get("recalibrated_from") is not None:
+        body["recalibrated_from"] = meta["recalibrated_from"]
     body["training"] = {k: v for k, v in (meta.get("training") or {}).items() if k != "l1_coefficients"}
     return Response(orjson.dumps(body), media_type=JSON, headers={"X-Model-Version": model.version})
 

@@ -116,7 +116,8 @@ class PredictResult(BaseModel):
     reasons: list[Reason] | None = Field(
         None,
         description="With ?reasons=k (or X-Reason-Codes: k): the row's top-k contributions to the logit, "
-        "largest magnitude first. All of them (reasons=all) add up to the logit: there is no intercept",
+        "largest magnitude first. All of them (reasons=all) plus the model's intercept (/model; 0 for the "
+        "approved model) add up to the logit",
     )
 
 
@@ -181,7 +182,15 @@ class ModelInfo(BaseModel):
     sha256: str = Field(description="sha256 of the served model file")
     created_at: str = Field(description="When the version was registered (ISO 8601)")
     selected_features: list[str] = Field(description="The model inputs, in the order they were selected")
-    coefficients: dict[str, float] = Field(description="model input -> GLM coefficient (no intercept)")
+    coefficients: dict[str, float] = Field(description="model input -> GLM coefficient")
+    intercept: float = Field(
+        0.0,
+        description="The logit's constant: 0 for the approved model (fitted without one); for a "
+        "recalibrated champion a + b * its champion's",
+    )
+    recalibrated_from: str | None = Field(
+        None, description="For a recalibrated champion: the version whose coefficients it rescaled"
+    )
     standard_errors: dict[str, float]
     cutoff: Cutoff
     metrics: dict[str, dict[str, float]] = Field(description="e.g. auc -> {train, val, test}")

@@ -9,6 +9,9 @@ from starlette.requests import Request
 
 from service.api.body import BodyReads
 from service.monitoring.drift_monitor import DriftMonitor
+from service.monitoring.feedback import Feedback
+from service.monitoring.performance_gauges import PerformanceGauges
+from service.monitoring.prediction_log import PredictionLog
 from service.serving.cache import ResponseCache
 from service.serving.holder import ModelHolder
 from service.serving.metrics import Metrics
@@ -25,6 +28,9 @@ class AppState:
     cache: ResponseCache | None
     drift: DriftMonitor | None
     body_reads: BodyReads
+    prediction_log: PredictionLog | None = None
+    feedback: Feedback | None = None
+    gauges: PerformanceGauges | None = None
 
     def attach(self, app: Starlette) -> None:
         app.state.propensity = self

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,8 +16,12 @@ from service.cli.options import ArtifactsDir, duration, recipe
 from service.errors import PropensityError
 
 if TYPE_CHECKING:
+    from service.lifecycle.challengers import ComparisonOutcome
     from service.lifecycle.retrain import RetrainOutcome
     from service.lifecycle.scheduler import CycleResult
+    from service.model.registry import Registry
+    from service.model.training import Recipe
+    from service.settings import Settings
 
 PANEL = "Training"
 NOT_PROMOTED = 3
@@ -39,9 +45,33 @@ def train(data: TrainingCsv, artifacts_dir: ArtifactsDir = None) -> None:
     )
 
 
+class CutoffPolicy(StrEnum):
+    keep = "keep"
+    recompute = "recompute"
+
+
 @commands.command("retrain", rich_help_panel=PANEL)
 def retrain(
-    data: TrainingCsv,
+    data: Annotated[
+        Path | None, typer.Option(help="training CSV shaped like exercise_26_train.csv (or --from-log)")
+    ] = None,
+    from_log: Annotated[
+        bool,
+        typer.Option(
+            "--from-log",
+            help="train on the prediction log's labelled rows instead: a full refit and the recalibrated "
+            "champion, side by side",
+        ),
+    ] = False,
+    since: Annotated[
+        str, typer.Option(help="with --from-log: rows scored within this long, e.g. 90d")
+    ] = "90d",
+    cutoff: Annotated[
+        CutoffPolicy,
+        typer.Option(
+            help="with --from-log: the recalibrated champion keeps the approved cutoff or recomputes it"
+        ),
+    ] = CutoffPolicy.keep,
     recipe_name: Annotated[
         str, typer.Option("--recipe", help="training recipe (default: the approved notebook's)")
     ] = "notebook",
@@ -52,9 +82,14 @@ def retrain(
     from service.lifecycle.retrain import PROMOTED
     from service.lifecycle.retrain import retrain as run
 
+    if from_log == (data is not None):
+        raise typer.BadParameter("give either --data CSV or --from-log")
     settings = load_settings(artifacts_dir)
     configure_logging(settings)
     registry = open_registry(settings)
+    if data is None:
+        _retrain_from_log(registry, settings, duration(since), cutoff.value, recipe(recipe_name))
+        return
     try:
         outcome = run(data, registry, settings, recipe(recipe_name))
     except PropensityError:
@@ -85,6 +120,67 @@ def _comparison(outcome: RetrainOutcome, model_name: str) -> None:
     low, high = diff["auc_ci95"]
     typer.echo(f"  AUC difference {diff['auc']:+.4f} (95% CI [{low:+.4f}, {high:+.4f}])")
     typer.echo(f"  business outcomes that flip: {100 * diff['outcome_flip_share']:.2f}%")
+
+
+def _retrain_from_log(
+    registry: Registry, settings: Settings, seconds: float, cutoff: str, chosen: Recipe
+) -> None:
+    from service.lifecycle.challengers import retrain_from_log
+
+    try:
+        outcome = retrain_from_log(registry, settings, time.time() - seconds, recipe=chosen, cutoff=cutoff)
+    except PropensityError:
+        typer.echo("production unchanged", err=True)
+        raise
+    _side_by_side(outcome, registry.name)
+    promoted = outcome.promoted
+    if promoted is not None:
+        typer.echo(f"PROMOTED: production -> {promoted.version} (the {promoted.kind} challenger)")
+        return
+    typer.echo(f"not promoted: production stays {outcome.champion}")
+    raise typer.Exit(NOT_PROMOTED)
+
+
+ROWS = (
+    ("auc", "AUC", "{:.4f}"),
+    ("log_loss", "log loss", "{:.4f}"),
+    ("brier", "Brier", "{:.4f}"),
+    ("calibration_error", "calibration error", "{:.4f}"),
+    ("calibration_slope", "calibration slope", "{:.3f}"),
+    ("calibration_intercept", "calibration intercept", "{:+.3f}"),
+    ("outcome_positive_rate", "positive outcomes", "{:.2%}"),
+)
+
+
+def _side_by_side(outcome: ComparisonOutcome, model_name: str) -> None:
+    """The champion and both challengers on the same holdout, one column each, then each one's verdict."""
+    challengers = outcome.challengers
+    typer.echo(
+        f"trained on {len(outcome.trained_on)} logged column(s): {', '.join(outcome.trained_on)}"
+        + (
+            f"; not in the log (imputed by the champion, left out of the refit): {len(outcome.absent)}"
+            if outcome.absent
+            else ""
+        )
+    )
+    typer.echo(f"holdout: {outcome.holdout_rows} labelled rows (the val + test split of the logged rows)")
+    head = f"  {'':<24}{'champion ' + outcome.champion:>16}" + "".join(f"{c.kind:>16}" for c in challengers)
+    typer.echo(head)
+    evaluations = [outcome.champion_evaluation] + [c.record["evaluation"]["challenger"] for c in challengers]
+    for key, label, fmt in ROWS:
+        cells = ["-" if e.get(key) is None else fmt.format(e[key]) for e in evaluations]
+        typer.echo(f"  {label:<24}" + "".join(f"{cell:>16}" for cell in cells))
+    flips = [
+        f"{c.record['evaluation']['challenger_minus_champion']['outcome_flip_share']:.2%}"
+        for c in challengers
+    ]
+    typer.echo(f"  {'outcomes that flip':<24}{'':>16}" + "".join(f"{f:>16}" for f in flips))
+    for c in challengers:
+        cut = c.record["cutoff"]
+        where = f"registered {model_name}/{c.version}" if c.version else "not registered"
+        typer.echo(f"{c.kind}: {c.decision.upper()} ({where}); cutoff {cut['value']:.4f}, {cut['rule']}")
+        for reason in c.record["gate"]["refusals"] + c.record["gate"]["held"]:
+            typer.echo(f"  - {reason}")
 
 
 @commands.command("retrain-scheduler", rich_help_panel=PANEL)

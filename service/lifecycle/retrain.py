@@ -12,9 +12,14 @@
    log loss and Brier score at most `..._increase` above, and its flip share at most
    `retrain_max_flip_share`; and its AUC must reach `retrain_min_auc` in any case (the holdout comes from
    the new data: if its labels are broken throughout, the champion looks as bad as the challenger, and
-   only an absolute floor notices). A challenger that passes is still only staged when it was trained with a
-   recipe other than the approved one (the study's recipes need a human), or when
-   `retrain_auto_promote` is off.
+   only an absolute floor notices). Its calibration on the holdout must hold too, whatever the
+   champion's: calibration slope (y ~ a + b * logit phat) within [`retrain_calibration_min_slope`,
+   `retrain_calibration_max_slope`] and calibration intercept (slope held at 1) within
+   ±`retrain_calibration_max_intercept`, since phat is what the cutoff and the business read. A
+   challenger whose AUC is below the floor is not judged on calibration (a model that does not rank has
+   no meaningful slope; the floor already refuses it). A challenger that passes is still only staged
+   when it was trained with a recipe other than the approved one (the study's recipes need a human), or
+   when `retrain_auto_promote` is off.
 5. The decision goes into the challenger's metadata (before it is published, so the artifact's checksums
    cover it), the challenger becomes `staging`, and `production` moves only on a pass. Every attempt,
    failures included, is appended to `<registry>/<name>/retraining.jsonl` and logged.
@@ -58,6 +63,9 @@ class Gate:
     max_brier_increase: float = 0.002
     max_flip_share: float = 1.0
     min_auc: float = 0.7
+    calibration_min_slope: float = 0.8
+    calibration_max_slope: float = 1.25
+    calibration_max_intercept: float = 0.2
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gate:
@@ -67,7 +75,32 @@ class Gate:
             max_brier_increase=settings.retrain_max_brier_increase,
             max_flip_share=settings.retrain_max_flip_share,
             min_auc=settings.retrain_min_auc,
+            calibration_min_slope=settings.retrain_calibration_min_slope,
+            calibration_max_slope=settings.retrain_calibration_max_slope,
+            calibration_max_intercept=settings.retrain_calibration_max_intercept,
         )
+
+    def calibration_refusals(self, challenger: Evaluation) -> list[str]:
+        """Why the challenger's holdout calibration is not acceptable; empty when it is (or when its AUC is
+        below the floor: a model that does not rank has no meaningful slope, and the floor refuses it)."""
+        fit = challenger.calibration_fit
+        if fit is None or challenger.auc < self.min_auc:
+            return []
+        out = []
+        low, high = self.calibration_min_slope, self.calibration_max_slope
+        if not low <= fit.slope <= high:  # NaN fails too
+            how = "extreme" if fit.slope < 1 else "timid"
+            out.append(
+                f"calibration slope {fit.slope:.3f} (SE {fit.slope_se:.3f}) is outside [{low}, {high}]: "
+                f"its probabilities are too {how} on the holdout"
+            )
+        if not abs(fit.intercept) <= self.calibration_max_intercept:
+            how = "under" if fit.intercept > 0 else "over"
+            out.append(
+                f"calibration intercept {fit.intercept:+.3f} (SE {fit.intercept_se:.3f}) is outside "
+                f"±{self.calibration_max_intercept}: it {how}-predicts the observed rate on the holdout"
+            )
+        return out
 
     def refusals(self, champion: Evaluation, challenger: Evaluation, flip_share: float) -> list[str]:
         """Why the challenger may not replace the champion; empty when it may."""
@@ -94,7 +127,7 @@ class Gate:
                 f"{100 * flip_share:.1f}% of business outcomes flip "
                 f"(allowed {100 * self.max_flip_share:.1f}%)"
             )
-        return out
+        return out + self.calibration_refusals(challenger)
 
 
 def validate_for_retraining(frame: pd.DataFrame, schema: InputSchema, settings: Settings, where: str) -> None:

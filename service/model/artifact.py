@@ -1,7 +1,7 @@
 """One model version on disk: the fitted model object, its metadata, and integrity checks.
 
 A version directory holds:
-    model.joblib    FittedModel (sklearn Pipeline + final GLM coefficients + cutoff)
+    model.joblib    FittedModel (sklearn Pipeline + final GLM coefficients + intercept + cutoff)
     summary.txt     the statsmodels summary of the final fit
     metadata.json   everything a reader needs without unpickling (schema, coefficients, metrics, ...)
     SHA256SUMS      sha256 of the three files above, in `sha256sum -c` format
@@ -40,11 +40,17 @@ def sigmoid(eta: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FittedModel:
-    """The reference model: the fitted Pipeline, the GLM coefficients (pipeline output order), the cutoff."""
+    """The reference model: the fitted Pipeline, the GLM coefficients (pipeline output order), the cutoff.
+
+    `intercept` is 0.0 for the notebook's GLM (fit without a constant); a recalibrated champion
+    (service/model/recalibration.py) has one. Pickles written before the field existed load with the
+    class default, 0.0, and 0.0 added to a logit leaves its bits as they were.
+    """
 
     pipeline: Pipeline
     coefficients: np.ndarray
     cutoff: float
+    intercept: float = 0.0
 
     @property
     def feature_names(self) -> list[str]:
@@ -54,13 +60,18 @@ class FittedModel:
         out: pd.DataFrame = self.pipeline.transform(raw)
         return out
 
+    def linear_predictor(self, raw: pd.DataFrame) -> np.ndarray:
+        """The logit of each row: model inputs x coefficients, plus the intercept."""
+        eta: np.ndarray = self.features(raw).to_numpy(dtype=np.float64) @ self.coefficients + self.intercept
+        return eta
+
     def phat(self, raw: pd.DataFrame) -> np.ndarray:
-        return sigmoid(self.features(raw).to_numpy(dtype=np.float64) @ self.coefficients)
+        return sigmoid(self.linear_predictor(raw))
 
     def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
         """Per row: the model inputs, phat and business_outcome (reference path; slow but obvious)."""
         features = self.features(raw)
-        phat = sigmoid(features.to_numpy(dtype=np.float64) @ self.coefficients)
+        phat = sigmoid(features.to_numpy(dtype=np.float64) @ self.coefficients + self.intercept)
         out = features.copy()
         out["phat"] = phat
         out["business_outcome"] = (phat > self.cutoff).astype(np.int64)

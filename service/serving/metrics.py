@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from prometheus_client import (
@@ -197,6 +197,62 @@ class Metrics:
         self.buffer = MetricBuffer(flush_interval)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._drift_gauges(p, r)
+        self._log_metrics(p, r)
+        self._performance_gauges(p, r)
+
+    def _log_metrics(self, p: str, r: CollectorRegistry) -> None:
+        """The prediction log and label feedback (service/monitoring/prediction_log.py, feedback.py)."""
+        self.prediction_log_rows = Counter(
+            p + "prediction_log_rows",
+            "Scored rows by what the prediction log did with them: written, spooled (database unavailable), "
+            "replayed (from the spool), dropped (over the pending cap, or the spool unwritable), sampled_out",
+            ["result"],
+            registry=r,
+        )
+        self.prediction_log_spool_rows = Gauge(
+            p + "prediction_log_spool_rows",
+            "Rows waiting in the prediction log's spool for the database (0: nothing waits)",
+            multiprocess_mode="livemax",  # every worker of a replica sees the same spool directory
+            registry=r,
+        )
+        self.feedback_labels = Counter(
+            p + "feedback_labels",
+            "Labels received on /feedback by result: matched, unmatched, duplicate, conflicting",
+            ["result"],
+            registry=r,
+        )
+
+    def _performance_gauges(self, p: str, r: CollectorRegistry) -> None:
+        """Realized and estimated performance per model version and window (performance_gauges.py): one
+        worker per replica computes them ("livemostrecent": its values, gone when it is)."""
+        mode: Literal["livemostrecent"] = "livemostrecent"
+        by_metric = ["version", "window", "metric"]
+        by_window = ["version", "window"]
+
+        def gauge(name: str, text: str, labels: list[str]) -> Gauge:
+            return Gauge(p + "performance_" + name, text, labels, multiprocess_mode=mode, registry=r)
+
+        self.performance = {
+            "realized": gauge("realized", "Realized performance on labelled rows", by_metric),
+            "realized_lower": gauge("realized_lower", "Lower end of its confidence interval", by_metric),
+            "realized_upper": gauge("realized_upper", "Upper end of its confidence interval", by_metric),
+            "estimated": gauge("estimated", "Estimated performance before labels (CBPE)", by_metric),
+            "estimated_lower": gauge("estimated_lower", "Lower end of the estimate's band", by_metric),
+            "estimated_upper": gauge("estimated_upper", "Upper end of the estimate's band", by_metric),
+            "gap": gauge("gap", "Realized minus estimated on the same labelled rows", by_metric),
+            "gap_significant": gauge(
+                "gap_significant", "1: realized outside the estimate's band with enough labels", by_metric
+            ),
+            "labels": gauge("labels", "Logged rows with a label", by_window),
+            "predictions": gauge("predictions", "Logged rows", by_window),
+            "label_coverage": gauge("label_coverage", "Share of logged rows with a label", by_window),
+        }
+        self.performance_evaluated = Gauge(
+            p + "performance_evaluated_timestamp_seconds",
+            "When the performance gauges were last computed",
+            multiprocess_mode=mode,
+            registry=r,
+        )
 
     def _drift_gauges(self, p: str, r: CollectorRegistry) -> None:
         """Input drift per worker window (service/monitoring/drift_monitor.py).

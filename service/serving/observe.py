@@ -10,7 +10,7 @@ runs on the request path: it does O(1) work per batch, or bulk work amortised ov
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from service.serving.batch import Batch
 from service.serving.metrics import Metrics
@@ -19,15 +19,39 @@ from service.serving.scorer import CompiledModel, Scored
 
 @dataclass(slots=True)
 class Scoring:
-    """One scored batch: the model version that scored it, its rows and the result."""
+    """One scored batch: the model version that scored it, its rows and the result; the request id the
+    answer carries (X-Request-ID; "" when the call has none) and when it was scored (epoch seconds)."""
 
     model: CompiledModel
     batch: Batch
     scored: Scored
+    request_id: str = ""
+    at: float = 0.0
+
+
+@dataclass(slots=True)
+class CacheHit:
+    """One call answered from the response cache: its rows (`batch`, when they were decoded to find the
+    hit) or its body as sent (`body`, in `codec`'s format), the model version the stored answer is of,
+    the request id and when it was answered. Nothing was scored; an observer that needs the rows' results
+    (the prediction log) scores them again, off the request path: a stored answer is the bits of a fresh
+    one (service/serving/cache_integrity.py)."""
+
+    model: CompiledModel
+    codec: Any
+    batch: Batch | None
+    body: bytes | None
+    request_id: str
+    at: float
 
 
 class ScoringObserver(Protocol):
     def on_scored(self, event: Scoring) -> None: ...
+
+
+@runtime_checkable
+class HitObserver(Protocol):
+    def on_cache_hit(self, event: CacheHit) -> None: ...
 
 
 class ScoringMetrics:

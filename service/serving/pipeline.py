@@ -46,7 +46,7 @@ from service.serving.compression import gunzip_body, gzip_body, is_gzip
 from service.serving.decoding import check_declared_length
 from service.serving.metric_buffer import MetricBuffer
 from service.serving.metrics import Metrics
-from service.serving.observe import Scoring, ScoringObserver
+from service.serving.observe import CacheHit, HitObserver, Scoring, ScoringObserver
 from service.serving.passthrough import collect_ids
 from service.serving.reasons import top_reasons
 from service.serving.row_keys import KeyReport, columns_orient_hint, header_text, listing
@@ -101,6 +101,7 @@ class Call:
     held_bytes: int = 0
     held_rows: int = 0
     reasons: int = 0  # reason codes per row (0: none)
+    request_id: str = ""  # the X-Request-ID of the answer (for the prediction log)
 
     @property
     def key_suffix(self) -> str:
@@ -162,31 +163,47 @@ class _Recorder:
         buffer: MetricBuffer,
         observers: Sequence[ScoringObserver],
         pause: Callable[[], None] = no_pause,
+        hit_observers: Sequence[HitObserver] = (),
     ) -> None:
         self.buffer = buffer
         self.observers = tuple(observers)
+        self.hit_observers = tuple(hit_observers)
         self.pause = pause
 
     def scored(self, event: Scoring) -> None:
         for observer in self.observers:
             observer.on_scored(event)
 
+    def hit(self, event: CacheHit) -> None:
+        for observer in self.hit_observers:
+            observer.on_cache_hit(event)
+
     def take_over(self, held: _Held) -> None:
         self.buffer.merge(held.buffer)
         for event in held.events:
             self.scored(event)
+        for hit in held.hits:
+            self.hit(hit)
 
 
 class _Held(_Recorder):
     """For a call in a worker thread: its own buffer, its scored batches kept for the loop, and pauses
     that let the loop's small calls go first."""
 
-    def __init__(self, pause: Callable[[], None]) -> None:
+    def __init__(self, pause: Callable[[], None], watch_hits: bool = False) -> None:
         super().__init__(MetricBuffer(), (), pause)
         self.events: list[Scoring] = []
+        self.hits: list[CacheHit] = []
+        if watch_hits:  # hits are then kept for the loop's hit observers (a non-empty tuple says so)
+            self.hit_observers = (self,)
 
     def scored(self, event: Scoring) -> None:
         self.events.append(event)
+
+    def hit(self, event: CacheHit) -> None:
+        self.hits.append(event)
+
+    on_cache_hit = hit
 
 
 class _NoCache:
@@ -230,7 +247,9 @@ class ScoringPipeline:
         self._cache_min = settings.cache_min_body_bytes
         self._reject_unseen = settings.unseen_category_policy is UnseenCategoryPolicy.REJECT
         self._reject_bad_batches = settings.batch_error_policy is BatchErrorPolicy.REJECT
-        self._direct = _Recorder(metrics.buffer, observers)
+        hit_observers: list[HitObserver] = [o for o in observers if isinstance(o, HitObserver)]
+        self._direct = _Recorder(metrics.buffer, observers, hit_observers=hit_observers)
+        self._watch_hits = bool(hit_observers)
         stages = metrics.stage_children
         self._decode_stage, self._score_stage, self._encode_stage = (
             stages[s] for s in ("decode", "score", "encode")
@@ -238,7 +257,12 @@ class ScoringPipeline:
 
     # --- the call ---------------------------------------------------------------------------------------
     def admit(
-        self, content_type: str | None, declared_length: int | None, *, codec: Codec | None = None
+        self,
+        content_type: str | None,
+        declared_length: int | None,
+        *,
+        codec: Codec | None = None,
+        request_id: str = "",
     ) -> Call:
         """Before the body is read: the model that will answer (503 while none is served), the media type
         (415; `codec`: the call's wire format, else the pipeline's own), the declared size (413) and its
@@ -255,7 +279,7 @@ class ScoringPipeline:
         budget = self.budget
         budget.take_bytes(declared)
         hasher = body_hasher() if self._caching and declared >= self._cache_min else None
-        return Call(model, hasher, started, budget, codec, declared)
+        return Call(model, hasher, started, budget, codec, declared, request_id=request_id)
 
     async def infer(self, call: Call, body: Body, *, accepts_gzip: bool = False, reasons: int = 0) -> Answer:
         """The answer to an admitted call. `accepts_gzip`: the caller takes a gzip answer (a stored one
@@ -266,16 +290,18 @@ class ScoringPipeline:
         if raw is not None:
             hit = self._hit(call, self._cache.get([raw]), accepts_gzip, self._direct)
             if hit is not None:
+                if self._watch_hits:
+                    self._direct.hit(CacheHit(call.model, call.codec, None, body.joined(), *_id_time(call)))
                 return hit
         if body.size >= self.offload_min_bytes:
-            held = _Held(self._pause)
+            held = _Held(self._pause, self._watch_hits)
             return await self._offload(held, self._decode_and_answer, call, body, raw, accepts_gzip)
         batch = call.codec.decode(call.model, body.joined())
         call.hold_rows(len(batch))
         if len(batch) >= self.offload_min_rows:
             # A small body with many rows: it counts as a small call itself (SmallCallsFirst), so it
             # must not step aside for small calls.
-            held = _Held(no_pause)
+            held = _Held(no_pause, self._watch_hits)
             return await self._offload(held, self._answer, call, batch, raw, accepts_gzip)
         return self._answer(call, batch, raw, accepts_gzip, self._direct)
 
@@ -306,6 +332,8 @@ class ScoringPipeline:
             hit = self._hit(call, stored, accepts_gzip, rec)
             if hit is not None and stored is not None:
                 self._cache.set([keys.raw], stored)  # the next exact repeat hits in one lookup
+                if rec.hit_observers:
+                    rec.hit(CacheHit(model, call.codec, batch, None, *_id_time(call)))
                 return hit
             rec.buffer.inc(self.metrics.cache_miss)
         buffer = rec.buffer
@@ -320,7 +348,7 @@ class ScoringPipeline:
         if scored.bad_rows:
             headers["X-Rejected-Rows"] = str(len(scored.bad_rows))
         buffer.observe(self._encode_stage, time.perf_counter() - scored_at)
-        rec.scored(Scoring(model, batch, scored))
+        rec.scored(Scoring(model, batch, scored, call.request_id, time.time()))
         if keys is not None:
             out = self._store(keys, out, scored, headers, accepts_gzip)
         return Answer(out, headers, call.codec.media_type)
@@ -400,6 +428,10 @@ class ScoringPipeline:
             headers["Content-Encoding"] = "gzip"
         self._cache.set(keys.for_store(), out)
         return out
+
+
+def _id_time(call: Call) -> tuple[str, float]:
+    return call.request_id, time.time()
 
 
 def rows_error(errors: list[FieldError], bad_rows: set[int], n: int, cap: int, hint: str = "") -> InputError:

@@ -1,7 +1,8 @@
 """Reason codes: for each row, the model inputs that moved its logit most.
 
-The GLM's logit is the sum over its inputs of coefficient x input (there is no intercept), so these
-contributions are exact: all of them add up, in the model's feature order, to the very logit behind phat.
+The GLM's logit is the sum over its inputs of coefficient x input (plus an intercept, which is 0.0 but
+for a recalibrated champion), so these contributions are exact: all of them add up, in the model's
+feature order and after the intercept, to the very logit behind phat.
 A row's reasons are its top k by magnitude, signed (positive pushes towards buying), ties in the model's
 feature order.
 

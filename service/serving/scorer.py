@@ -117,6 +117,7 @@ class CompiledModel:
         self.cutoff = float(model.cutoff)
         self.features = model.feature_names
         self.coefficients = [float(c) for c in model.coefficients]
+        self.intercept = float(model.intercept)  # 0.0 but for a recalibrated champion
         parse = model.pipeline.named_steps["parse"]
         prepare = model.pipeline.named_steps["prepare"]
         formats = parse.formats or {}
@@ -259,7 +260,7 @@ class CompiledModel:
             for name, a, b in self.products:
                 contributions[name] = contributions[a] * contributions[b]
                 columns[name].append(contributions[name])
-            eta = 0.0
+            eta = self.intercept
             for feature, coef in zip(self.features, self.coefficients, strict=True):
                 eta += coef * contributions[feature]
             if not -FLOAT_MAX <= eta <= FLOAT_MAX:  # inf or NaN: the array path names the fields
@@ -286,7 +287,7 @@ class CompiledModel:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is found on the logit, below
             self._numeric_inputs(batch, out, columns, contributions)
         unseen_mask = self._category_inputs(batch, out, columns, contributions, reject_unseen)
-        eta = np.zeros(n, dtype=np.float64)
+        eta = np.full(n, self.intercept, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
             for name, a, b in self.products:
                 columns[name] = contributions[name] = contributions[a] * contributions[b]

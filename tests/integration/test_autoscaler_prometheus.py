@@ -226,6 +226,16 @@ MAY_BE_EMPTY = {
     "Autoscaler signal errors by reason",
     "Model swaps by result",
     "Autoscaler decisions by reason",  # an increase over 10 s: empty when no decision fell in that window
+    # The performance gauges are first computed PROPENSITY_PERFORMANCE_REFRESH_SECONDS after start, realized
+    # ones only on labels, and this scenario posts none (the end-to-end performance tests fill them).
+    "Realized AUC (7d, 95% interval) vs estimated",
+    "Calibration slope (7d, 95% interval)",
+    "Observed rate vs mean phat (7d)",
+    "Estimate vs realized gap (7d)",
+    "Label coverage by window",
+    "Logged and labelled rows (7d)",
+    "Feedback labels by result",
+    "Performance gauges age",
 }
 
 

@@ -5,6 +5,7 @@ promtool comes with the `prometheus` Debian package, which CI installs (.ci/run)
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,9 +27,10 @@ def promtool(*args: str) -> str:
     return out.stdout + out.stderr
 
 
-def alert_rules() -> list[dict[str, Any]]:
+def alert_rules(group_name: str | None = None) -> list[dict[str, Any]]:
     groups = yaml.safe_load(ALERTS.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+    chosen = [g for g in groups if group_name in (None, g["name"])]
+    return [rule for group in chosen for rule in group["rules"] if "alert" in rule]
 
 
 def test_swarm_prometheus_config_is_valid() -> None:
@@ -73,3 +75,33 @@ def test_the_alerts_the_issue_asks_for_exist() -> None:
         "PropensityInputDriftHigh",
         "PropensityUnseenCategoryRateHigh",
     } <= names
+
+
+PERFORMANCE_ALERTS = {
+    "PropensityRealizedAucLow",
+    "PropensityCalibrationSlopeOutOfBand",
+    "PropensityEstimateVsRealizedGap",
+    "PropensityLabelCoverageStalled",
+    "PropensityPerformanceEvaluationStale",
+    "PropensityPredictionLogDropping",
+    "PropensityPredictionLogSpooling",
+}
+
+
+def test_the_performance_alerts_the_issue_asks_for_exist() -> None:
+    assert {rule["alert"] for rule in alert_rules("propensity-performance")} == PERFORMANCE_ALERTS
+
+
+@pytest.mark.parametrize("rule", alert_rules("propensity-performance"), ids=lambda r: r["alert"])
+def test_every_performance_alert_has_a_description_and_a_runbook_section(rule: dict[str, Any]) -> None:
+    """The runbook is docs/monitoring.md, one "### Alert: <name>" heading each (GitHub's anchor for it)."""
+    assert rule["annotations"]["description"]
+    assert rule["annotations"]["runbook"] == f"docs/monitoring.md#alert-{rule['alert'].lower()}"
+
+
+@pytest.mark.parametrize("rule", alert_rules("propensity-performance"), ids=lambda r: r["alert"])
+def test_performance_alerts_read_only_the_api(rule: dict[str, Any]) -> None:
+    """Every selector is on job="propensity" (the name the Swarm stack and the local cluster scrape it as)."""
+    selectors = re.findall(r"\b(propensity_[a-z_]+)(\{[^}]*\})?", rule["expr"])
+    assert selectors
+    assert all('job="propensity"' in labels for _, labels in selectors), rule["expr"]

@@ -40,7 +40,7 @@ from tools import swarm
 from tools.bench.cluster_bench import make_rows
 from tools.cluster_config import ports_in_use
 from tools.loadgen import LoadResult, LoadRunner, post
-from tools.swarm_config import NGINX_PORT, SLOT_PORT_BASE, loopback_ports
+from tools.swarm_config import NGINX_PORT, POSTGRES_PORT, SLOT_PORT_BASE, loopback_ports
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(900)]
 
@@ -393,9 +393,44 @@ def test_stack_answers_through_nginx_with_an_api_key(stack: Deployed) -> None:
     assert sorted(t["slot"] for t in api_tasks()) == ["1", "2"]
 
 
+def logged_rows() -> int:
+    """Rows in the stack's prediction log (its postgres service, on the loopback port of the test stack)."""
+    import psycopg
+
+    url = f"postgresql://propensity@127.0.0.1:{POSTGRES_PORT}/propensity"
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        row = conn.execute("SELECT count(*) FROM predictions").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def settled_logged_rows(timeout: float = 30.0) -> int:
+    """The log's row count once it stops moving (the writers flush every second)."""
+    deadline = time.monotonic() + timeout
+    count = logged_rows()
+    while time.monotonic() < deadline:
+        time.sleep(1.5)
+        again = logged_rows()
+        if again == count:
+            return count
+        count = again
+    return count
+
+
+def slot_rows_scored(slot: int) -> float:
+    status, _, body = get(SLOT_PORT_BASE + slot, "/metrics", timeout=5)
+    assert status == 200
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith("propensity_rows_scored_total ")
+    )
+
+
 def test_2000_requests_equal_in_process_scoring(stack: Deployed) -> None:
     time.sleep(METRICS_SETTLE_SECONDS)
     before = {slot: slot_predictions(slot) or 0.0 for slot in (1, 2)}
+    log_before = settled_logged_rows()
+    rows_before = sum(slot_rows_scored(slot) for slot in (1, 2))
     result = load(stack.cases, 2_000, {"v1"})
     time.sleep(METRICS_SETTLE_SECONDS)  # every worker has written its counts
     served = {slot: (slot_predictions(slot) or 0.0) - before[slot] for slot in (1, 2)}
@@ -404,6 +439,10 @@ def test_2000_requests_equal_in_process_scoring(stack: Deployed) -> None:
     assert result.sent == 2_000 and result.header_values == Counter({"v1": 2_000})
     assert all(n > 0 for n in served.values()), f"a task got no traffic: {served}"
     assert sum(served.values()) == 2_000, served  # each request answered once, by one task
+    # every row scored is in the stack's PostgreSQL prediction log within a few flushes
+    scored = sum(slot_rows_scored(slot) for slot in (1, 2)) - rows_before
+    assert scored >= 2_000
+    assert wait_until(lambda: logged_rows() - log_before == scored, 30), (logged_rows() - log_before, scored)
 
 
 def test_scale_to_4_new_tasks_get_traffic_within_30s(stack: Deployed) -> None:

@@ -70,7 +70,7 @@ def running_cluster(
     **overrides: Any,
 ) -> Iterator[Cluster]:
     """A whole cluster on free ports under `workdir`; stopped (supervisord and all) however the block ends."""
-    base = free_port_block(replicas + 3)
+    base = free_port_block(replicas + 4)
     config = ClusterConfig.from_settings(
         Path(workdir) / "cluster",
         **{
@@ -80,7 +80,8 @@ def running_cluster(
             "nginx_port": base,
             "redis_port": base + 1,
             "prometheus_port": base + 2,
-            "replica_port": base + 3,
+            "postgres_port": base + 3,
+            "replica_port": base + 4,
             "env": {"PROPENSITY_LOG_LEVEL": "warning", **(env or {})},
             **overrides,
         },

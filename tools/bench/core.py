@@ -89,6 +89,8 @@ class Context:
             "PROPENSITY_ARTIFACTS_DIR": str(self.registry_dir),
             "PROPENSITY_CACHE_ENABLED": "false",
             "PROPENSITY_LOG_LEVEL": "warning",
+            # scoring alone; the "log" section measures the prediction log beside a server without it
+            "PROPENSITY_PREDICTION_LOG_ENABLED": "false",
         }
         return {**env, **overrides}
 

@@ -140,6 +140,7 @@ class Response:
     status: int
     body: bytes
     seconds: float
+    request_id: str = ""  # the answer's X-Request-ID
 
 
 def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> Response:
@@ -148,7 +149,8 @@ def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> Response:
     conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
     reply = conn.getresponse()
     data = reply.read()
-    return Response(reply.status, data, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return Response(reply.status, data, seconds, reply.getheader("x-request-id") or "")
 
 
 def post_sequential(host: str, port: int, path: str, body: bytes, times: int) -> list[Response]:

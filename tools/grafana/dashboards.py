@@ -41,6 +41,10 @@ API = 'job="propensity"'
 PREDICT = 'job="propensity",route="/predict"'
 SCALER = 'job="propensity-autoscaler"'
 RI = "$__rate_interval"
+# The realized-AUC floor of PropensityRealizedAucLow (deploy/prometheus/alerts.yml): the approved model's
+# holdout AUC (0.80) minus 0.05. Drawn on the AUC panel; the dashboard test checks the rule uses the same.
+AUC_FLOOR = 0.75
+CALIBRATION_BAND = (0.8, 1.2)
 
 Panel = timeseries.Panel | stat.Panel | heatmap.Panel | table.Panel
 AnyPanel = TypeVar("AnyPanel", timeseries.Panel, stat.Panel, heatmap.Panel, table.Panel)
@@ -125,6 +129,26 @@ def ts(
     return panel.max(hi) if hi is not None else panel
 
 
+def bounds(panel: timeseries.Panel, *refs: str) -> timeseries.Panel:
+    """Draw the queries `refs` (an interval's ends) as thin dashed lines without fill. Grafana can shade
+    between two series only by their display names, and those carry the versions, which come and go."""
+    dashed = [
+        dm.DynamicConfigValue("custom.lineStyle", {"fill": "dash", "dash": [6, 4]}),
+        dm.DynamicConfigValue("custom.lineWidth", 1),
+        dm.DynamicConfigValue("custom.fillOpacity", 0),
+    ]
+    for ref in refs:
+        panel = panel.override_by_query(ref, dashed)
+    return panel
+
+
+def dotted(panel: timeseries.Panel, *refs: str) -> timeseries.Panel:
+    """Draw the queries `refs` (an estimate beside a realization) dotted."""
+    for ref in refs:
+        panel = panel.override_by_query(ref, [dm.DynamicConfigValue("custom.lineStyle", {"fill": "dot"})])
+    return panel
+
+
 def big(
     title: str,
     query: prometheus.Dataquery,
@@ -164,6 +188,158 @@ def labels_table(title: str, query: prometheus.Dataquery) -> table.Panel:
         .show_header(True)
         .with_transformation(dm.DataTransformerConfig("organize", options=hidden))
     )
+
+
+# --- model performance (service/monitoring/performance_gauges.py) ------------------------------------------
+# One series per replica (its gauge-computing worker) and version: every replica reads the same log, so
+# max/min over replicas picks one; the interval's ends take the wider of the replicas' (min lower, max upper).
+def perf(kind: str, metric: str, agg: str = "max", window: str = "7d", by: str = "version") -> str:
+    op = "=~" if "|" in metric else "="  # "auc|observed_rate": a regex of metrics
+    selector = f'{API},metric{op}"{metric}",window="{window}"'
+    return f"{agg} by ({by}) (propensity_performance_{kind}{{{selector}}})"
+
+
+def realized_with_interval(metric: str) -> list[prometheus.Dataquery]:
+    """Queries A (realized), B (lower end), C (upper end) per version over the 7-day window."""
+    return [
+        q(perf("realized", metric), "{{version}} realized"),
+        q(perf("realized_lower", metric, "min"), "{{version}} lower"),
+        q(perf("realized_upper", metric), "{{version}} upper"),
+    ]
+
+
+def performance_row() -> list[Panel]:
+    low, high = CALIBRATION_BAND
+    return [
+        dotted(
+            bounds(
+                ts(
+                    "Realized AUC (7d, 95% interval) vs estimated",
+                    *realized_with_interval("auc"),
+                    q(perf("estimated", "auc"), "{{version}} estimated"),
+                    steps=((0, "red"), (AUC_FLOOR, "green")),
+                    about="Realized AUC of the labelled rows scored in the last 7 days, per model version, "
+                    "with its 95% interval (dashed) and the AUC expected from phat alone (dotted, CBPE, all "
+                    "rows). "
+                    f"The line is the {AUC_FLOOR} floor of PropensityRealizedAucLow.",
+                ),
+                "B",
+                "C",
+            ),
+            "D",
+        ),
+        bounds(
+            ts(
+                "Calibration slope (7d, 95% interval)",
+                *realized_with_interval("calibration_slope"),
+                steps=((0, "red"), (low, "green"), (high, "red")),
+                about="Slope of the labels on logit(phat): 1 is calibrated, below 1 phat is too extreme, "
+                "above 1 too timid. PropensityCalibrationSlopeOutOfBand fires when the interval is outside "
+                f"[{low}, {high}] (the lines).",
+            ),
+            "B",
+            "C",
+        ),
+        dotted(
+            bounds(
+                ts(
+                    "Observed rate vs mean phat (7d)",
+                    *realized_with_interval("observed_rate"),
+                    q(perf("realized", "mean_phat"), "{{version}} mean phat (labelled)"),
+                    q(perf("estimated", "observed_rate"), "{{version}} mean phat (all)"),
+                    unit="percentunit",
+                    about="Share of labelled rows with y = 1 (with its interval) against their mean phat: "
+                    "calibration in the large. Mean phat over every logged row is the rate expected once "
+                    "all labels are in.",
+                ),
+                "B",
+                "C",
+            ),
+            "D",
+            "E",
+        ),
+        ts(
+            "Estimate vs realized gap (7d)",
+            q(
+                perf("gap", "auc|observed_rate|precision|recall", "avg", by="version, metric"),
+                "{{version}} {{metric}}",
+            ),
+            q(
+                perf("gap_significant", "auc|observed_rate", "min", by="version, metric") + " == 1",
+                "{{version}} {{metric}} significant",
+            ),
+            about="Realized minus estimated on the same labelled rows. The 'significant' series (value 1) is "
+            "a realization outside the estimate's band on enough labels; on AUC or observed rate for an hour "
+            "it is PropensityEstimateVsRealizedGap, the concept-drift alarm.",
+        ),
+        ts(
+            "Label coverage by window",
+            q(
+                f"max by (version, window) (propensity_performance_label_coverage{{{API}}})",
+                "{{version}} {{window}}",
+            ),
+            unit="percentunit",
+            lo=0,
+            hi=1,
+            about="Share of the window's logged predictions that have a label: labels arrive late, so the "
+            "1-day window fills last.",
+        ),
+        ts(
+            "Logged and labelled rows (7d)",
+            q(
+                f'max by (version) (propensity_performance_predictions{{{API},window="7d"}})',
+                "{{version}} predictions",
+            ),
+            q(f'max by (version) (propensity_performance_labels{{{API},window="7d"}})', "{{version}} labels"),
+            lo=0,
+            about="The alerts on realized performance need at least 500 labels in the window.",
+        ),
+        ts(
+            "Prediction log rows/s by result",
+            q(
+                f"sum by (result) (rate(propensity_prediction_log_rows_total{{{API}}}[{RI}]))",
+                "{{result}}",
+            ),
+            unit="rowsps",
+            w=6,
+            about="written, spooled (database unavailable), replayed (from the spool), dropped (lost), "
+            "sampled_out (PROPENSITY_PREDICTION_LOG_SAMPLE_RATE).",
+        ),
+        ts(
+            "Prediction log spool (rows waiting)",
+            q(f"max by (instance) (propensity_prediction_log_spool_rows{{{API}}})", "{{instance}}"),
+            w=6,
+            lo=0,
+            about="Rows a replica holds for the database (0: none). Above 0 for 15 min: "
+            "PropensityPredictionLogSpooling.",
+        ),
+        ts(
+            "Feedback labels by result",
+            q(
+                f"sum by (result) (increase(propensity_feedback_labels_total{{{API}}}[{RI}]))",
+                "{{result}}",
+            ),
+            w=6,
+            stack=True,
+            bars=True,
+            about="Labels posted to /feedback: matched, unmatched (no such logged row), duplicate (already "
+            "known, not counted twice), conflicting (a different label for the same row).",
+        ),
+        ts(
+            "Performance gauges age",
+            q(
+                "time() - max by (instance) "
+                f"(propensity_performance_evaluated_timestamp_seconds{{{API}}} > 0)",
+                "{{instance}}",
+            ),
+            unit="s",
+            w=6,
+            lo=0,
+            steps=((0, "green"), (3600, "red")),
+            about="Seconds since each replica last computed its performance gauges (every "
+            "PROPENSITY_PERFORMANCE_REFRESH_SECONDS); over an hour: PropensityPerformanceEvaluationStale.",
+        ),
+    ]
 
 
 ROWS: list[tuple[str, list[Panel]]] = [
@@ -420,6 +596,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
         ],
     ),
+    ("Model performance", performance_row()),
 ]
 
 
@@ -427,7 +604,10 @@ def dashboard() -> dict[str, Any]:
     builder = (
         db.Dashboard("Propensity service")
         .uid("propensity-service")
-        .description("Traffic, latency, errors, cache, replicas and autoscaling, scores and input drift.")
+        .description(
+            "Traffic, latency, errors, cache, replicas and autoscaling, scores, input drift and model "
+            "performance."
+        )
         .tags(["propensity"])
         .timezone("browser")
         .editable()

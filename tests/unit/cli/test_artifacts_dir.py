@@ -25,6 +25,7 @@ REGISTRY_COMMANDS = [
     ["registry", "rollback"],
     ["serve"],
     ["drift-report"],
+    ["performance-report"],
 ]
 
 

@@ -20,6 +20,8 @@ DOCUMENTED = {
     "experiment": "training",
     "serve": "serving",
     "drift-report": "monitoring",
+    "performance-report": "monitoring",
+    "feedback": "feedback",
     "autoscale": "autoscaler",
 }
 REGISTRY = ["list", "show", "verify", "promote", "rollback"]

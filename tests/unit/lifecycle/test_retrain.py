@@ -215,3 +215,53 @@ def test_default_margins_promote_a_faithful_retrain(registry: Registry, tmp_path
     assert outcome.decision == PROMOTED, outcome.record["gate"]
     diff = outcome.record["evaluation"]["challenger_minus_champion"]
     assert abs(diff["auc"]) < 0.005 and diff["auc_ci95"][0] < 0.0 < diff["auc_ci95"][1] + 0.002
+
+
+def test_the_gate_refuses_a_miscalibrated_challenger(
+    registry: Registry, good_csv: Path, tmp_path: Path
+) -> None:
+    """The challenger's train split is labelled from an overconfident truth (twice the approved logit):
+    it ranks the holdout as well as the champion, but its probabilities are too extreme there. With the
+    loss margins wide open only the calibration check stands in its way."""
+    frame = pd.read_csv(good_csv)
+    champion = registry.load("production").model
+    train_rows = split_like_notebook(frame, "y").X_train.index
+    lp = champion.linear_predictor(frame.loc[train_rows].drop(columns=["y"]))
+    rng = np.random.default_rng(4)
+    frame.loc[train_rows, "y"] = (rng.random(lp.size) < 1 / (1 + np.exp(-2.5 * lp))).astype(np.int64)
+    path = tmp_path / "overconfident.csv"
+    frame.to_csv(path, index=False)
+    wide = {"retrain_max_log_loss_increase": 1.0, "retrain_max_brier_increase": 1.0}
+    outcome = retrain(path, registry, settings_for(registry, **wide))
+    assert outcome.decision == STAGED and registry.resolve("production") == "v1"
+    gate, challenger = outcome.record["gate"], outcome.record["evaluation"]["challenger"]
+    assert len(gate["refusals"]) == 1 and gate["refusals"][0].startswith("calibration slope")
+    assert "too extreme" in gate["refusals"][0] and challenger["calibration_slope"] < 0.8
+    assert gate["calibration_min_slope"] == 0.8 and gate["calibration_max_slope"] == 1.25
+    champion_record = outcome.record["evaluation"]["champion"]
+    assert abs(champion_record["calibration_slope"] - 1) < 0.25  # the champion is calibrated on them
+    loose = settings_for(registry, **wide, retrain_calibration_min_slope=0.1)
+    assert retrain(path, registry, loose).decision == PROMOTED  # the same challenger, without the check
+
+
+def test_gate_calibration_bands() -> None:
+    from service.lifecycle.retrain import Gate
+    from service.model.evaluation import Calibration, Evaluation
+
+    def evaluation(slope: float, intercept: float, auc: float = 0.8) -> Evaluation:
+        fit = Calibration(slope=slope, slope_se=0.05, intercept=intercept, intercept_se=0.04, converged=True)
+        return Evaluation(1_000, auc, (auc, auc), 0.5, 0.2, [], 0.01, 0.25, fit)
+
+    gate = Gate.from_settings(Settings())
+    champion = evaluation(1.0, 0.0)
+    assert gate.refusals(champion, evaluation(1.0, 0.0), 0.0) == []
+    assert gate.refusals(champion, evaluation(0.81, 0.19), 0.0) == []
+    [timid] = gate.refusals(champion, evaluation(1.3, 0.0), 0.0)
+    assert "calibration slope 1.300" in timid and "too timid" in timid
+    [under] = gate.refusals(champion, evaluation(1.0, 0.25), 0.0)
+    assert "calibration intercept +0.250" in under and "under-predicts" in under
+    [over] = gate.refusals(champion, evaluation(1.0, -0.3), 0.0)
+    assert "over-predicts" in over
+    assert len(gate.refusals(champion, evaluation(float("nan"), 0.0), 0.0)) == 1  # not estimable: refused
+    floor = gate.refusals(evaluation(0.6, 0.0, 0.6), evaluation(0.2, 2.0, 0.6), 0.0)
+    assert len(floor) == 1 and "below the floor" in floor[0]  # a model that does not rank: the floor speaks

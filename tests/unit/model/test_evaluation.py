@@ -79,3 +79,42 @@ def test_evaluate_models_with_a_baseline(data: tuple[np.ndarray, np.ndarray, np.
     assert {"auc", "auc_ci95", "log_loss", "brier", "calibration_by_decile"} <= set(record)
     _, none = ev.evaluate_models(y, {"a": p}, {"a": outcomes["champion"]}, resamples=0)
     assert none == {}
+
+
+def test_logistic_line_matches_statsmodels() -> None:
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1.5, 4_000)
+    y = (rng.random(x.size) < 1 / (1 + np.exp(-(0.3 + 0.7 * x)))).astype(np.float64)
+    line = ev.fit_logistic_line(x, y)
+    fit = sm.Logit(y, sm.add_constant(x)).fit(disp=0)
+    assert line.converged and line.rows == 4_000
+    np.testing.assert_allclose([line.intercept, line.slope], fit.params, rtol=0, atol=1e-9)
+    np.testing.assert_allclose([line.intercept_se, line.slope_se], fit.bse, rtol=1e-7)
+    assert line.covariance == pytest.approx(fit.cov_params()[0, 1], rel=1e-7)
+    assert line.log_likelihood == pytest.approx(fit.llf, abs=1e-8)
+
+
+def test_calibration_slope_and_intercept(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    import statsmodels.api as sm
+
+    y, p, _ = data
+    calibrated = ev.calibration(y, p)
+    assert (
+        abs(calibrated.slope - 1) < 3 * calibrated.slope_se
+        and abs(calibrated.intercept) < 3 * calibrated.intercept_se
+    )
+    lp = ev.logit(p)
+    extreme = ev.calibration(y, 1 / (1 + np.exp(-2 * lp)))  # the same ranking, overconfident
+    assert extreme.slope == pytest.approx(calibrated.slope / 2, rel=1e-6)
+    shifted = ev.calibration(y, 1 / (1 + np.exp(-(lp - 0.5))))  # predicts too few positives
+    assert shifted.intercept == pytest.approx(calibrated.intercept + 0.5, abs=1e-9)
+    glm = sm.GLM(y, np.ones_like(lp), family=sm.families.Binomial(), offset=lp).fit()
+    assert calibrated.intercept == pytest.approx(float(glm.params[0]), abs=1e-9)
+    assert calibrated.intercept_se == pytest.approx(float(glm.bse[0]), rel=1e-6)
+    record = ev.evaluate_models(y, {"p": p}, {"p": (p > 0.5).astype(int)}, resamples=0)[0]["p"].as_dict()
+    assert (
+        record["calibration_slope"] == calibrated.slope
+        and record["calibration_intercept"] == calibrated.intercept
+    )

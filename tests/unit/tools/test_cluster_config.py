@@ -1,4 +1,5 @@
-"""The local cluster's generated configs (nginx -t on them) and its process bookkeeping."""
+"""The local cluster's generated configs (nginx -t on them), its PostgreSQL's command line and its process
+bookkeeping."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tools import procs
+from tools import postgres, procs
 from tools.cluster import Cluster, ClusterError, check_nginx_conf
 from tools.cluster_config import (
     ClusterConfig,
@@ -194,3 +196,65 @@ def test_stop_kills_a_group_whose_leader_ignores_sigterm(tmp_path: Path) -> None
         assert not procs.is_running(record) and procs.group_members(record.pid) == []
     finally:
         procs.signal_group(record, signal.SIGKILL)  # (a no-op once stop() did its job)
+
+
+# --- PostgreSQL: the prediction log's database -------------------------------------------------------------
+def test_postgres_is_a_port_of_the_cluster_and_every_replica_logs_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = config(tmp_path, postgres_port=6400)
+    assert c.ports()["postgres"] == 6400
+    assert c.prediction_log_url == "postgresql+psycopg://propensity@127.0.0.1:6400/propensity"
+    with pytest.raises(ValueError, match="overlap"):
+        config(tmp_path, postgres_port=c.redis_port)
+    monkeypatch.setenv("PROPENSITY_PREDICTION_LOG_URL", "sqlite:////the/callers.db")
+    cluster = Cluster(c)
+    assert cluster.names()[0] == "postgres"  # up first, stopped last (after the replicas)
+    assert cluster._environment()["PROPENSITY_PREDICTION_LOG_URL"] == c.prediction_log_url
+    without = Cluster(dataclasses.replace(c, postgres=False))
+    assert "postgres" not in without.names() and "postgres" not in without.config.ports()
+    assert without.config.prediction_log_url is None
+    assert without._environment()["PROPENSITY_PREDICTION_LOG_URL"] == "sqlite:////the/callers.db"
+    older = {k: v for k, v in c.to_json().items() if k not in ("postgres", "postgres_port")}
+    assert ClusterConfig.from_json(older).postgres is False  # a cluster.json from before ran none
+
+
+needs_postgres = pytest.mark.skipif(
+    not list(Path("/usr/lib/postgresql").glob("*/bin/postgres")) and shutil.which("postgres") is None,
+    reason="needs PostgreSQL (Debian's postgresql)",
+)
+
+
+@needs_postgres
+def test_postgres_runs_as_the_postgres_user_on_loopback_without_a_socket(tmp_path: Path) -> None:
+    c = config(tmp_path, postgres_port=6400)
+    program = Cluster(c).program("postgres")
+    argv = program.argv
+    assert program.stop_signal == "INT" and program.log == c.logs_dir / "postgres.log"
+    server = argv[next(i for i, a in enumerate(argv) if a.endswith("/bin/postgres")) :]
+    assert server[1:] == ["-D", server[2], "-h", "127.0.0.1", "-p", "6400", "-k", ""]
+    if os.geteuid() != 0:
+        assert argv == server and server[2] == str(c.postgres_dir / "data")
+        return
+    uid = str(postgres.server_account().pw_uid)  # type: ignore[union-attr]
+    setpriv = argv.index("--reuid")
+    assert argv[setpriv + 1] == uid and argv[setpriv - 1].endswith("setpriv")
+    # pytest's temp dir is 0700 root: the `postgres` user cannot reach it, so a mount namespace shows
+    # postgres/ on /mnt to it
+    assert postgres.blocking_ancestor(c.postgres_dir) is not None
+    assert argv[0].endswith("unshare") and "--mount" in argv and server[2] == "/mnt/data"
+    assert argv[argv.index("-c") + 2] == str(c.postgres_dir)
+
+
+@needs_postgres
+@pytest.mark.skipif(os.geteuid() != 0, reason="as another user the server runs as that user")
+def test_postgres_in_a_run_dir_the_postgres_user_reaches_needs_no_namespace() -> None:
+    reachable = Path(tempfile.mkdtemp(prefix="propensity-cluster-"))
+    try:
+        reachable.chmod(0o711)
+        c = config(reachable)
+        argv = Cluster(c).program("postgres").argv
+        assert argv[0].endswith("setpriv") and "unshare" not in " ".join(argv)
+        assert argv[argv.index("-D") + 1] == str(c.postgres_dir / "data")
+    finally:
+        shutil.rmtree(reachable)

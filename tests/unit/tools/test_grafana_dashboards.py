@@ -143,3 +143,106 @@ def test_dashboard_provider_points_at_the_mounted_folder() -> None:
 @pytest.mark.parametrize("argv", [["--check"]])
 def test_check_mode_passes_on_the_committed_files(argv: list[str]) -> None:
     assert GENERATOR.main(argv) == 0
+
+
+# The names service/serving/metrics.py exports for the prediction log, label feedback and performance
+# (the Prometheus names issue 14 fixed); deploy/prometheus/alerts.yml alerts on the same.
+PERFORMANCE_METRICS = {
+    "propensity_performance_realized",
+    "propensity_performance_realized_lower",
+    "propensity_performance_realized_upper",
+    "propensity_performance_estimated",
+    "propensity_performance_gap",
+    "propensity_performance_gap_significant",
+    "propensity_performance_labels",
+    "propensity_performance_predictions",
+    "propensity_performance_label_coverage",
+    "propensity_performance_evaluated_timestamp_seconds",
+    "propensity_prediction_log_rows_total",
+    "propensity_prediction_log_spool_rows",
+    "propensity_feedback_labels_total",
+}
+ALERTS = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "alerts.yml"
+
+
+def row_panels(dashboard: dict[str, Any], row: str) -> list[dict[str, Any]]:
+    """The panels under the (expanded) row titled `row`, up to the next row."""
+    panels: list[dict[str, Any]] = []
+    inside = False
+    for p in dashboard["panels"]:
+        if p["type"] == "row":
+            inside = p["title"] == row
+        elif inside:
+            panels.append(p)
+    return panels
+
+
+def performance_panels() -> dict[str, dict[str, Any]]:
+    return {p["title"]: p for p in row_panels(committed()["propensity.json"], "Model performance")}
+
+
+def alert_expr(name: str) -> str:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    (expr,) = [r["expr"] for g in groups for r in g["rules"] if r.get("alert") == name]
+    return str(expr)
+
+
+def test_the_model_performance_row_queries_the_performance_metrics() -> None:
+    panels = performance_panels()
+    assert {
+        "Realized AUC (7d, 95% interval) vs estimated",
+        "Calibration slope (7d, 95% interval)",
+        "Observed rate vs mean phat (7d)",
+        "Estimate vs realized gap (7d)",
+        "Label coverage by window",
+        "Logged and labelled rows (7d)",
+        "Prediction log rows/s by result",
+        "Prediction log spool (rows waiting)",
+        "Feedback labels by result",
+    } <= set(panels)
+    used = {
+        m
+        for p in panels.values()
+        for t in p["targets"]
+        for m in re.findall(r"\bpropensity_[a-z_]+", t["expr"])
+    }
+    assert used == PERFORMANCE_METRICS
+    assert exported_names() >= PERFORMANCE_METRICS
+
+
+def test_realized_auc_and_slope_show_their_interval_and_the_estimate_per_version() -> None:
+    panels = performance_panels()
+    for title, metric in (
+        ("Realized AUC (7d, 95% interval) vs estimated", "auc"),
+        ("Calibration slope (7d, 95% interval)", "calibration_slope"),
+    ):
+        panel = panels[title]
+        exprs = {t["refId"]: t["expr"] for t in panel["targets"]}
+        for ref, gauge in (("A", "realized"), ("B", "realized_lower"), ("C", "realized_upper")):
+            assert (
+                f'propensity_performance_{gauge}{{job="propensity",metric="{metric}",window="7d"}}'
+                in exprs[ref]
+            )
+            assert exprs[ref].startswith(("max by (version)", "min by (version)")), exprs[ref]
+        dashed = {o["matcher"]["options"] for o in panel["fieldConfig"]["overrides"]}
+        assert {"B", "C"} <= dashed, "the interval's ends are drawn as their own (dashed) lines"
+    estimate = panels["Realized AUC (7d, 95% interval) vs estimated"]["targets"][3]
+    assert 'propensity_performance_estimated{job="propensity",metric="auc",window="7d"}' in estimate["expr"]
+
+
+def steps(panel: dict[str, Any]) -> list[float]:
+    return [
+        s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"] if s["value"] is not None
+    ]
+
+
+def test_the_lines_drawn_are_the_alert_thresholds() -> None:
+    panels = performance_panels()
+    assert steps(panels["Realized AUC (7d, 95% interval) vs estimated"]) == [GENERATOR.AUC_FLOOR]
+    assert f"< {GENERATOR.AUC_FLOOR})" in alert_expr("PropensityRealizedAucLow")
+    low, high = GENERATOR.CALIBRATION_BAND
+    assert steps(panels["Calibration slope (7d, 95% interval)"]) == [low, high]
+    slope = alert_expr("PropensityCalibrationSlopeOutOfBand")
+    assert f"> {high}\n" in slope and f"< {low}\n" in slope
+    assert steps(panels["Performance gauges age"]) == [3600]
+    assert "> 3600" in alert_expr("PropensityPerformanceEvaluationStale")

@@ -31,7 +31,7 @@ def test_every_cluster_process_is_a_restarted_program_with_rotated_logs(tmp_path
     )
     conf = parsed(text)
     programs = [s.removeprefix("program:") for s in conf.sections() if s.startswith("program:")]
-    assert programs == ["redis", "replica-1", "replica-2", "nginx", "prometheus"]
+    assert programs == ["postgres", "redis", "replica-1", "replica-2", "nginx", "prometheus"]
     for name in programs:
         section = conf[f"program:{name}"]
         assert (section["autostart"], section["autorestart"]) == ("false", "true")  # up starts them in order
@@ -48,8 +48,11 @@ def test_every_cluster_process_is_a_restarted_program_with_rotated_logs(tmp_path
     assert f"PROMETHEUS_MULTIPROC_DIR={config.metrics_dir('replica-2')} " in replica["command"]
     assert f"serve --port {config.replica_port + 1} --workers 2" in replica["command"]
     assert int(replica["stopwaitsecs"]) > 30  # gunicorn's graceful_timeout: in-flight requests finish
-    # int priorities: supervisord stops the highest first: nginx before the replicas, the reaper last
+    # int priorities: supervisord stops the highest first: nginx before the replicas, the reaper last;
+    # postgres after the replicas, which write to it, with INT: a fast shutdown (TERM waits for clients)
     assert int(nginx["priority"]) > int(replica["priority"]) > int(conf["program:redis"]["priority"])
+    assert int(replica["priority"]) > int(conf["program:postgres"]["priority"]) > 1
+    assert conf["program:postgres"]["stopsignal"] == "INT" and replica["stopsignal"] == "TERM"
     reaper = conf[f"eventlistener:{supervisor_config.REAPER}"]
     assert reaper["events"] == "PROCESS_STATE_EXITED,PROCESS_STATE_BACKOFF,TICK_5"
     assert reaper["command"].endswith("-m tools.supervisor_config reap") and reaper["priority"] == "1"

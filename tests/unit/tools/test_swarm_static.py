@@ -94,7 +94,7 @@ def stack_config(path: Path, env: dict[str, str]) -> dict[str, Any]:
 def test_stack_file_is_valid_and_complete(path: Path, tmp_path: Path) -> None:
     config = stack_config(path, stack_env(tmp_path))
     services = config["services"]
-    want = {"api", "nginx", "redis", "prometheus", "autoscaler", "docker-proxy"}
+    want = {"api", "nginx", "redis", "prometheus", "autoscaler", "docker-proxy", "postgres"}
     want |= {"grafana"} if path == PROD else set()
     assert set(services) == want
 
@@ -158,8 +158,9 @@ def test_test_variant_differs_from_production_only_where_it_must(tmp_path: Path)
     }
     prod_env, test_env = prod["api"]["environment"], test["api"]["environment"]
     assert set(test_env) - set(prod_env) == only_test and set(prod_env) <= set(test_env)
-    assert {k: v for k, v in test_env.items() if k not in only_test and k != "PROPENSITY_REDIS_URL"} == {
-        k: v for k, v in prod_env.items() if k != "PROPENSITY_REDIS_URL"
+    addresses = {"PROPENSITY_REDIS_URL", "PROPENSITY_PREDICTION_LOG_URL"}  # overlay names vs loopback ports
+    assert {k: v for k, v in test_env.items() if k not in only_test | addresses} == {
+        k: v for k, v in prod_env.items() if k not in addresses
     }
     for key in ("command", "user", "read_only", "volumes"):
         assert prod["autoscaler"].get(key) == test["autoscaler"].get(key), key
@@ -441,3 +442,29 @@ def test_healthcheck_and_settings_agree_on_the_slot_port() -> None:
     assert Settings(slot_port_base=18300, task_slot=3).listen_port == 18303
     with pytest.raises(ValueError, match="task_slot"):
         Settings(slot_port_base=18300)
+
+
+def test_both_stacks_run_postgres_alike_and_the_api_logs_to_it(tmp_path: Path) -> None:
+    """The same first-start script (initdb, the role and database `propensity`) as the postgres user, on a
+    named volume, stopped with a fast shutdown; the api's URL names the server each stack runs."""
+    prod = stack_config(PROD, stack_env(tmp_path))["services"]
+    test = stack_config(TEST, stack_env(tmp_path))["services"]
+    port = swarm_config.POSTGRES_PORT
+    urls = [
+        "postgresql+psycopg://propensity@postgres:5432/propensity",
+        f"postgresql+psycopg://propensity@127.0.0.1:{port}/propensity",
+    ]
+    for services, url in zip((prod, test), urls, strict=True):
+        pg = services["postgres"]
+        assert pg["user"] == "postgres" and pg["stop_signal"] == "SIGINT"
+        assert pg["volumes"][0]["source"] == "postgres-data"
+        assert pg["volumes"][0]["target"] == "/var/lib/postgresql/data"
+        assert services["api"]["environment"]["PROPENSITY_PREDICTION_LOG_URL"] == url
+    prod_script, test_script = prod["postgres"]["command"][2], test["postgres"]["command"][2]
+    assert "CREATE DATABASE propensity OWNER propensity;" in prod_script
+    assert f'-h 127.0.0.1 -p {port} -k ""' in test_script and "127.0.0.1/32 trust" in test_script
+    local = test_script.replace(f"-h 127.0.0.1 -p {port}", '-h "*" -p 5432').replace(
+        "127.0.0.1/32", "samenet"
+    )
+    assert local == prod_script
+    assert swarm_config.loopback_ports()["postgres"] == port
