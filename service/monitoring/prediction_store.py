@@ -35,6 +35,11 @@ MIGRATION_LOCK = 0x70726F70
 # Rows per IN (...) list: far below either database's limit on bound parameters.
 CHUNK = 500
 Row = tuple[Any, ...]  # one predictions row, in PREDICTION_COLUMNS order
+# A label for a row that got one meanwhile (another worker's call) is left as it is: the first stays.
+INSERT_LABELS = text(
+    "INSERT INTO labels (request_id, row_index, label, observed_at, received_at) "
+    "VALUES (:request_id, :row_index, :label, :observed_at, :received_at) ON CONFLICT DO NOTHING"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,14 +275,7 @@ class PredictionStore:
                     counts.conflicting += 1
                     counts.conflicts.append((i, before))
             if new:
-                conn.execute(
-                    text(
-                        "INSERT INTO labels (request_id, row_index, label, observed_at, received_at) "
-                        "VALUES (:request_id, :row_index, :label, :observed_at, :received_at) "
-                        "ON CONFLICT DO NOTHING"
-                    ),
-                    new,
-                )
+                conn.execute(INSERT_LABELS, new)
             if unmatched:
                 conn.execute(
                     text(
@@ -330,14 +328,7 @@ class PredictionStore:
                     stored[key] = item.label
                     new.append(_label_row(key, item, row[6]))
             if new:
-                conn.execute(
-                    text(
-                        "INSERT INTO labels (request_id, row_index, label, observed_at, received_at) "
-                        "VALUES (:request_id, :row_index, :label, :observed_at, :received_at) "
-                        "ON CONFLICT DO NOTHING"
-                    ),
-                    new,
-                )
+                conn.execute(INSERT_LABELS, new)
             for start in range(0, len(moved), CHUNK):
                 chunk = moved[start : start + CHUNK]
                 marks = ", ".join(f":m{j}" for j in range(len(chunk)))

@@ -18,7 +18,7 @@ import orjson
 
 from tools.bench.core import Context, Result, Target, median, section
 from tools.bench.payloads import batch_body, batch_rows, single_row_bodies
-from tools.bench.sections import PREDICT, LoadRun, _load, _load_result, warm_batch
+from tools.bench.sections import PREDICT, LoadRun, _load, _load_result, metrics_text, warm_batch
 from tools.bench.server import HOST, BenchServer
 from tools.bench.wrk import post
 
@@ -146,13 +146,7 @@ def _batch_and_feedback(ctx: Context, off: BenchServer, on: BenchServer) -> tupl
 
 def _rows_scored(server: BenchServer) -> int:
     """Rows the server scored, by its own count (every one of them is to be in its log)."""
-    conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    for line in text.splitlines():
+    for line in metrics_text(server).splitlines():
         if line.startswith("propensity_rows_scored_total "):
             return int(float(line.split()[1]))
     return 0

@@ -164,14 +164,19 @@ _SAMPLE = re.compile(r"^(propensity_\w+?)(?:\{([^}]*)\})? ([0-9.eE+-]+)$", re.MU
 STAGES = ("decode", "score", "encode")
 
 
-def _scrape(server: BenchServer) -> dict[str, float]:
-    """The /predict stage and latency sums/counts from /metrics (summed over workers by the app)."""
-    conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
+def metrics_text(server: BenchServer) -> str:
+    """The server's /metrics (every worker's, summed by the app)."""
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
     try:
         conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
+        return conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+def _scrape(server: BenchServer) -> dict[str, float]:
+    """The /predict stage and latency sums/counts from /metrics (summed over workers by the app)."""
+    text = metrics_text(server)
     out: dict[str, float] = {}
     for name, labels, value in _SAMPLE.findall(text):
         base, _, kind = name.rpartition("_")
