@@ -20,7 +20,7 @@ from service.durations import parse_duration
 from service.errors import FieldError, InputError, PredictionLogOff, UnsupportedMediaType
 from service.monitoring.feedback import MAX_LABELS, parse_labels
 
-router = APIRouter(generate_unique_id_function=operation_id)
+router = APIRouter(tags=["label feedback and performance"], generate_unique_id_function=operation_id)
 JSON = "application/json"
 FEEDBACK_MAX_BYTES = 8 * 1024 * 1024  # 10,000 labels with long ids and timestamps fit in ~1.5 MB
 

@@ -46,23 +46,27 @@ from service.settings import Settings
 log = logging.getLogger("propensity.prediction_log")
 SPOOL_SUFFIX = ".rows.json"
 PRUNE_EVERY_SECONDS = 3600.0
-# Rows per write when a backlog is flushed: one transaction, one COPY, and a bounded spool file.
-WRITE_ROWS = 20_000
+# Rows per write: one transaction, one COPY, one spool file; and what the writer holds made at once (a
+# big call's rows are made and written this many at a time).
+WRITE_ROWS = 5_000
 _JSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 # Calls of at most this many rows are turned into log rows on the event loop (see on_scored).
 INLINE_ROWS = 16
+# A call of this many rows wakes the writer: what it holds of a big call is freed within one write.
+WAKE_ROWS = 1_000
 # The writer thread gives the GIL away after this many rows of its own Python work: the event loop then
 # waits for it for microseconds, not for the interpreter's switch interval at every turn.
 YIELD_ROWS = 256
 
 
-def _inputs(model: CompiledModel, batch: Any) -> list[bytes]:
-    """Each row's raw values of the model's input columns, as JSON (absent ones left out)."""
+def _inputs(model: CompiledModel, batch: Any, rows: range) -> list[bytes]:
+    """The raw values of the model's input columns of `rows`, as JSON (absent ones left out)."""
     columns = model.used_columns
     if type(batch) is JsonBatch:  # the rows are the client's dicts: read them as they are
+        dicts = batch.rows
         return [
             orjson.dumps({c: row[c] for c in columns if c in row}, option=_JSON, default=str)
-            for row in batch.rows
+            for row in (dicts[i] for i in rows)
         ]
     values = [batch.column(c) for c in columns]
     return [
@@ -71,24 +75,33 @@ def _inputs(model: CompiledModel, batch: Any) -> list[bytes]:
             option=_JSON,
             default=str,
         )
-        for i in range(len(batch))
+        for i in rows
     ]
 
 
-def event_rows(model: CompiledModel, scored: Scored, batch: Any, request_id: str, at: float) -> list[Row]:
-    """The log rows of one scored batch (its good rows), without the batch id (prefixed on write)."""
+def event_rows(
+    model: CompiledModel,
+    scored: Scored,
+    batch: Any,
+    request_id: str,
+    at: float,
+    rows: range | None = None,
+) -> list[Row]:
+    """The log rows of one scored batch (its good rows; `rows`: of these only), without the batch id
+    (prefixed on write)."""
     bad = scored.bad_rows
-    inputs = _inputs(model, batch)
+    phat, outcome, version = scored.phat, scored.outcome, model.version
+    rows = range(len(phat)) if rows is None else rows
+    inputs = _inputs(model, batch, rows)
     ids = scored.ids
     id_fields = [f for f in model.passthrough if f in ids]
-    phat, outcome, version = scored.phat, scored.outcome, model.version
-    rows: list[Row] = []
-    for i in range(len(phat)):
+    out: list[Row] = []
+    for i, raw in zip(rows, inputs, strict=True):
         if i in bad:
             continue
         sent = {f: ids[f][i] for f in id_fields if ids[f][i] is not ABSENT} if id_fields else None
         first = next((v for v in sent.values() if v is not None), None) if sent else None
-        rows.append(
+        out.append(
             (
                 request_id,
                 i,
@@ -98,10 +111,10 @@ def event_rows(model: CompiledModel, scored: Scored, batch: Any, request_id: str
                 at,
                 float(phat[i]),
                 int(outcome[i]),
-                inputs[i].decode(),
+                raw.decode(),
             )
         )
-    return rows
+    return out
 
 
 # What waits for the writer: rows already made, or a scored batch (or cache hit) to make them from.
@@ -217,8 +230,14 @@ class PredictionLog:
             # result objects until the writer runs would keep thousands of them alive per second, and the
             # event loop's garbage collector would walk them all again and again.
             self._take_rows(event_rows(event.model, event.scored, event.batch, event.request_id, event.at))
-        else:
-            self._take(event, rows)
+            return
+        # A big call: kept by reference until the writer makes its rows, but only what the rows need (the
+        # result's 25 model-input columns are most of its memory), and the writer is woken at once.
+        scored = event.scored
+        slim = Scored({}, scored.phat, scored.outcome, bad_rows=scored.bad_rows, ids=scored.ids)
+        self._take(Scoring(event.model, event.batch, slim, event.request_id, event.at), rows)
+        if rows >= WAKE_ROWS:
+            self._wake.set()
 
     def on_cache_hit(self, event: CacheHit) -> None:
         n = len(event.batch) if event.batch is not None else 1  # rows unknown until decoded: count one
@@ -294,13 +313,17 @@ class PredictionLog:
         pending = self._pending
         while pending:
             event = pending.popleft()
-            if type(event) is tuple:  # a row made on the loop
+            if isinstance(event, tuple):  # a row made on the loop
                 rows.append(event)
                 counted += 1
                 if counted % YIELD_ROWS == 0:
                     time.sleep(0)  # hand the GIL to the event loop now, not at the end of a 1 ms slice
             else:
-                rows.extend(self._rows(event))
+                for part in self._parts(event):
+                    rows.extend(part)
+                    if len(rows) >= WRITE_ROWS:
+                        taken += self._write(rows)
+                        rows = []
                 counted += self._counted(event)
             if len(rows) >= WRITE_ROWS:
                 self._taken(counted)
@@ -321,6 +344,16 @@ class PredictionLog:
         if isinstance(event, Scoring):
             return len(event.scored.phat) - len(event.scored.bad_rows)
         return len(event.batch) if event.batch is not None else 1
+
+    def _parts(self, event: Scoring | CacheHit) -> Iterator[list[Row]]:
+        """The rows of a batch, WRITE_ROWS at a time (a 10,000-row call is never all made at once)."""
+        if not isinstance(event, Scoring):
+            yield self._rows(event)
+            return
+        n = len(event.scored.phat)
+        for start in range(0, n, WRITE_ROWS):
+            part = range(start, min(n, start + WRITE_ROWS))
+            yield event_rows(event.model, event.scored, event.batch, event.request_id, event.at, part)
 
     def _rows(self, event: Pending) -> list[Row]:
         if isinstance(event, tuple):

@@ -34,6 +34,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x70726F70
 # Rows per IN (...) list: far below either database's limit on bound parameters.
 CHUNK = 500
+# Rows per SQLite INSERT: 10 parameters each, under SQLite's 32,766 bound parameters per statement.
+SQLITE_ROWS = 3_000
 Row = tuple[Any, ...]  # one predictions row, in PREDICTION_COLUMNS order
 # A label for a row that got one meanwhile (another worker's call) is left as it is: the first stays.
 INSERT_LABELS = text(
@@ -151,11 +153,22 @@ class PredictionStore:
         if self.postgres:
             self._copy(rows)
         else:
-            names = ", ".join(PREDICTION_COLUMNS)
-            marks = ", ".join("?" * len(PREDICTION_COLUMNS))
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql(f"INSERT INTO predictions ({names}) VALUES ({marks})", list(rows))
+            self._insert(rows)
         return len(rows)
+
+    def _insert(self, rows: Sequence[Row]) -> None:
+        """SQLite: multi-row INSERTs of up to SQLITE_ROWS rows each, in one transaction. One statement
+        steps once for all its rows, so the writer thread takes the GIL back once per statement, not once
+        per row (executemany's way), and the event loop it shares the interpreter with is not interrupted
+        thousands of times a second."""
+        names = ", ".join(PREDICTION_COLUMNS)
+        one = "(" + ", ".join("?" * len(PREDICTION_COLUMNS)) + ")"
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), SQLITE_ROWS):
+                chunk = rows[start : start + SQLITE_ROWS]
+                values = ", ".join([one] * len(chunk))
+                flat = [value for row in chunk for value in row]
+                conn.exec_driver_sql(f"INSERT INTO predictions ({names}) VALUES {values}", tuple(flat))
 
     def _copy(self, rows: Sequence[Row]) -> None:
         raw = self.engine.raw_connection()

@@ -97,12 +97,13 @@ def operation_paths(dom: str) -> list[str]:
 def test_swagger_ui_renders_the_endpoints_offline(server: Server, tmp_path: Path) -> None:
     dom, requests = render(server.url + "/docs", tmp_path / "docs")
     print(f"screenshot of /docs: {tmp_path / 'docs' / 'page.png'}")
-    assert operation_paths(dom) == [  # by tag: /predict's, then the Open Inference Protocol's, then MLflow's
+    assert operation_paths(dom) == [  # by tag: /predict's, the Open Inference Protocol's, MLflow's, labels
         *("/predict", "/health/live", "/health/ready", "/model"),
         *("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer", "/v2"),
         *("/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/versions/{version}"),
         *("/v2/models/{name}/ready", "/v2/models/{name}/versions/{version}/ready"),
         *("/invocations", "/ping", "/health", "/version"),
+        *("/feedback", "/performance"),
     ]
     assert "Score 1 to 10,000 rows" in dom
     assert {r["url"] for r in requests} == {
