@@ -174,6 +174,11 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the log (postgresql+psycopg://... in a cluster); "
         "unset = SQLite at <artifacts_dir>/prediction-log.sqlite",
     )
+    prediction_log_cache_hits: bool = Field(
+        True,
+        description="Log the rows of answers from the response cache too (the log's thread scores them "
+        "again: the cache then saves their latency, not their CPU)",
+    )
     prediction_log_sample_rate: float = Field(
         1.0, gt=0, le=1, description="Share of requests whose rows are logged (whole requests, at random)"
     )

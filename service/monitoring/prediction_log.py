@@ -204,6 +204,7 @@ class PredictionLog:
         self._clock = clock
         self._sample = sample
         self.rate = settings.prediction_log_sample_rate
+        self.watches_hits = settings.prediction_log_cache_hits
         self.max_pending = settings.prediction_log_max_pending_rows
         self.flush_seconds = settings.prediction_log_flush_seconds
         self.retry_seconds = settings.prediction_log_retry_seconds
@@ -361,7 +362,8 @@ class PredictionLog:
         if isinstance(event, Scoring):
             return event_rows(event.model, event.scored, event.batch, event.request_id, event.at)
         model = event.model
-        batch = event.batch if event.batch is not None else event.codec.decode(model, event.body)
+        body = b"".join(event.body or ())
+        batch = event.batch if event.batch is not None else event.codec.decode(model, body)
         scored = model.score_batch(batch)
         if model.passthrough:
             scored.ids, _ = collect_ids(batch, model.passthrough, self.settings.passthrough_max_chars)

@@ -40,7 +40,7 @@ class CacheHit:
     model: CompiledModel
     codec: Any
     batch: Batch | None
-    body: bytes | None
+    body: list[bytes] | None  # the body's chunks as they arrived (joined off the request path)
     request_id: str
     at: float
 
@@ -51,6 +51,10 @@ class ScoringObserver(Protocol):
 
 @runtime_checkable
 class HitObserver(Protocol):
+    """Told of every answer from the cache, unless its `watches_hits` is False (then not asked at all)."""
+
+    watches_hits: bool
+
     def on_cache_hit(self, event: CacheHit) -> None: ...
 
 

@@ -204,6 +204,7 @@ class _Held(_Recorder):
         self.hits.append(event)
 
     on_cache_hit = hit
+    watches_hits = True
 
 
 class _NoCache:
@@ -247,7 +248,9 @@ class ScoringPipeline:
         self._cache_min = settings.cache_min_body_bytes
         self._reject_unseen = settings.unseen_category_policy is UnseenCategoryPolicy.REJECT
         self._reject_bad_batches = settings.batch_error_policy is BatchErrorPolicy.REJECT
-        hit_observers: list[HitObserver] = [o for o in observers if isinstance(o, HitObserver)]
+        hit_observers: list[HitObserver] = [
+            o for o in observers if isinstance(o, HitObserver) and o.watches_hits
+        ]
         self._direct = _Recorder(metrics.buffer, observers, hit_observers=hit_observers)
         self._watch_hits = bool(hit_observers)
         stages = metrics.stage_children
@@ -291,7 +294,7 @@ class ScoringPipeline:
             hit = self._hit(call, self._cache.get([raw]), accepts_gzip, self._direct)
             if hit is not None:
                 if self._watch_hits:
-                    self._direct.hit(CacheHit(call.model, call.codec, None, body.joined(), *_id_time(call)))
+                    self._direct.hit(CacheHit(call.model, call.codec, None, body.chunks, *_id_time(call)))
                 return hit
         if body.size >= self.offload_min_bytes:
             held = _Held(self._pause, self._watch_hits)

@@ -39,6 +39,7 @@ ROWS = 50_000
 CALL_ROWS = 10_000
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
 FAST = {
+    "PROPENSITY_PREDICTION_LOG_ENABLED": "true",  # running_cluster's default is off (the bench's cluster)
     "PROPENSITY_PREDICTION_LOG_FLUSH_SECONDS": "0.2",
     "PROPENSITY_PREDICTION_LOG_RETRY_SECONDS": "1",
     "PROPENSITY_PERFORMANCE_REFRESH_SECONDS": "1",

@@ -138,3 +138,26 @@ def test_an_answer_from_the_cache_is_logged_too(registry: Registry, tmp_path: Pa
         wait_logged(client, 120)
         items = [{"request_id": second.headers["x-request-id"], "row": i, "label": 1} for i in range(60)]
         assert client.post("/feedback", json=items).json()["matched"] == 60  # the hit's own rows
+
+
+def test_answers_from_the_cache_are_left_out_when_asked(registry: Registry, tmp_path: Path) -> None:
+    own_log = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    with app_client(
+        registry,
+        prediction_log_flush_seconds=0.05,
+        cache_enabled=True,
+        prediction_log_url=own_log,
+        prediction_log_cache_hits=False,
+    ) as client:
+        body = rows(60, seed=10)
+        client.post("/predict", json=body)
+        assert client.post("/predict", json=body).headers.get("x-cache") == "hit"
+        client.post("/predict", json=rows(30, seed=11))  # scored: its rows come after the hit's would
+        wait_logged(client, 90)
+        time.sleep(0.3)
+        assert performance_rows(client) == 90  # the 60 scored, not the hit's copy, and the 30
+
+
+def performance_rows(client: TestClient) -> int:
+    cohorts = client.get("/performance?by=all&since=1d").json()["cohorts"]
+    return int(cohorts[0]["predictions"])

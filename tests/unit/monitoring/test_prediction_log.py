@@ -86,7 +86,8 @@ def test_a_cache_hit_is_scored_again_and_logged_the_same(
 ) -> None:
     log = make_log(tmp_path, sqlite(tmp_path))
     body = orjson.dumps(reference_rows)
-    log.on_cache_hit(CacheHit(approved_compiled, CODEC, None, body, "hit-1", 5.0))
+    chunks = [body[:100], body[100:]]  # as the body arrived
+    log.on_cache_hit(CacheHit(approved_compiled, CODEC, None, chunks, "hit-1", 5.0))
     log.flush()
     frame = log._store().frame(0.0)
     assert sorted(frame.phat.tolist()) == sorted(scoring(approved_compiled, reference_rows, "x").scored.phat)
@@ -172,3 +173,8 @@ def test_stop_writes_what_is_pending(
     log.on_scored(scoring(approved_compiled, reference_rows, "last"))
     log.stop()
     assert PredictionStore.open(f"sqlite:///{tmp_path / 'log.sqlite'}").count() == len(reference_rows)
+
+
+def test_cache_hits_can_be_left_out() -> None:
+    settings = Settings(prediction_log_cache_hits=False)
+    assert PredictionLog(settings, Metrics()).watches_hits is False
