@@ -2,8 +2,8 @@
 
 SQLAlchemy Core for the queries that both speak, Alembic for the schema (`migrate`, under a lock so that
 workers starting together run it once), and the bulk path each database is fastest at: PostgreSQL's
-COPY FROM STDIN through psycopg, SQLite's executemany in one transaction. Every write of predictions is
-one transaction named by its `batch_id`: a batch is in the log whole or not at all, and writing a batch
+COPY FROM STDIN through psycopg, multi-row INSERTs on SQLite. Every write of predictions is one
+transaction named by its `batch_id`: a batch is in the log whole or not at all, and writing a batch
 that is already there (a spool file replayed twice after a crash) writes nothing.
 """
 
