@@ -244,30 +244,29 @@ class PredictionLog:
         n = len(event.batch) if event.batch is not None else 1  # rows unknown until decoded: count one
         self._take(event, n)
 
-    def _take_rows(self, rows: list[Row]) -> None:
+    def _admit(self, rows: int) -> bool:
+        """Whether a call's `rows` go into the log: sampled in, and under the pending cap (counted if not)."""
         if self.rate < 1.0 and self._sample() >= self.rate:
-            self.metrics.buffer.inc(self._sampled_out, len(rows))
-            return
-        with self._lock:
-            if self._pending_rows + len(rows) > self.max_pending:
-                self.metrics.buffer.inc(self._dropped, len(rows))
-                return
-            self._pending_rows += len(rows)
-        self._pending.extend(rows)  # tuples of plain values: the garbage collector soon stops tracking them
-
-    def _take(self, event: Pending, rows: int) -> None:
-        buffer = self.metrics.buffer
-        if self.rate < 1.0 and self._sample() >= self.rate:
-            buffer.inc(self._sampled_out, rows)
-            return
+            self.metrics.buffer.inc(self._sampled_out, rows)
+            return False
         with self._lock:
             if self._pending_rows + rows > self.max_pending:
-                buffer.inc(self._dropped, rows)
-                return
+                self.metrics.buffer.inc(self._dropped, rows)
+                return False
             self._pending_rows += rows
-        self._pending.append(event)
-        if self._pending_rows >= WRITE_ROWS:
-            self._wake.set()
+        return True
+
+    def _take_rows(self, rows: list[Row]) -> None:
+        if self._admit(len(rows)):
+            self._pending.extend(
+                rows
+            )  # tuples of plain values: the garbage collector soon stops tracking them
+
+    def _take(self, event: Scoring | CacheHit, rows: int) -> None:
+        if self._admit(rows):
+            self._pending.append(event)
+            if self._pending_rows >= WRITE_ROWS:
+                self._wake.set()
 
     # --- the writer thread ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -339,9 +338,7 @@ class PredictionLog:
         with self._lock:
             self._pending_rows -= rows
 
-    def _counted(self, event: Pending) -> int:
-        if isinstance(event, tuple):
-            return 1
+    def _counted(self, event: Scoring | CacheHit) -> int:
         if isinstance(event, Scoring):
             return len(event.scored.phat) - len(event.scored.bad_rows)
         return len(event.batch) if event.batch is not None else 1
@@ -349,18 +346,15 @@ class PredictionLog:
     def _parts(self, event: Scoring | CacheHit) -> Iterator[list[Row]]:
         """The rows of a batch, WRITE_ROWS at a time (a 10,000-row call is never all made at once)."""
         if not isinstance(event, Scoring):
-            yield self._rows(event)
+            yield self._hit_rows(event)
             return
         n = len(event.scored.phat)
         for start in range(0, n, WRITE_ROWS):
             part = range(start, min(n, start + WRITE_ROWS))
             yield event_rows(event.model, event.scored, event.batch, event.request_id, event.at, part)
 
-    def _rows(self, event: Pending) -> list[Row]:
-        if isinstance(event, tuple):
-            return [event]
-        if isinstance(event, Scoring):
-            return event_rows(event.model, event.scored, event.batch, event.request_id, event.at)
+    def _hit_rows(self, event: CacheHit) -> list[Row]:
+        """A cache hit's rows: its batch (or body) scored again, as the answer was (the same bits)."""
         model = event.model
         body = b"".join(event.body or ())
         batch = event.batch if event.batch is not None else event.codec.decode(model, body)
