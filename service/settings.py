@@ -14,6 +14,7 @@ MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Fields a client sends with a row to get back with its result (never read by the model): the ids that
 # match answers to customers, and that label feedback keys on.
 DEFAULT_PASSTHROUGH_FIELDS = ("customer_id",)
+PASSTHROUGH_MAX_CHARS = 128
 RESULT_KEYS = frozenset({"business_outcome", "phat", "reasons", "errors", "row"})
 PASSTHROUGH_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
@@ -88,7 +89,10 @@ class Settings(BaseSettings):
         description='Row fields echoed unchanged in each result, never scored (JSON list: ["customer_id"])',
     )
     passthrough_max_chars: int = Field(
-        128, ge=1, le=4096, description="A pass-through id longer than this (as text) -> 422 for its row"
+        PASSTHROUGH_MAX_CHARS,
+        ge=1,
+        le=4096,
+        description="A pass-through id longer than this (as text) -> 422 for its row",
     )
     body_read_timeout_seconds: float = Field(
         15.0, gt=0, description="A body that sends no bytes for this long -> 408 and the connection closes"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import autoscaler, data, feedback, monitoring, registry, serving, training
+from service.cli import autoscaler, data, feedback, monitoring, registry, scoring, serving, training
 from service.cli.errors import ReportingGroup
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(data.commands)
 app.add_typer(training.commands)
 app.add_typer(registry.commands, rich_help_panel=registry.PANEL)
 app.add_typer(serving.commands)
+app.add_typer(scoring.commands)
 app.add_typer(monitoring.commands)
 app.add_typer(feedback.commands)
 app.add_typer(autoscaler.commands)

@@ -158,7 +158,12 @@ def read_csv_batch(
 ) -> CsvBatch:
     """A CSV body as the batch `model` scores. 400 for bytes that are not CSV in UTF-8, 413 past
     `max_rows` rows, 422 for a table that cannot be read as rows (see the module's doc)."""
-    table = read_table(data, max_rows=max_rows, max_errors=max_errors, pause=pause)
+    return csv_batch_of(model, read_table(data, max_rows=max_rows, max_errors=max_errors, pause=pause))
+
+
+def csv_batch_of(model: CompiledModel, table: Table) -> CsvBatch:
+    """A table's rows as the batch `model` scores: 422 for a header that names a column twice, names no
+    model column, or has a name that only resembles one (see the module's doc)."""
     header = table.header
     _check_unique(header, table.header_line)
     report = _header_report(header, model.names, table)

@@ -358,17 +358,17 @@ class ScoringPipeline:
 
     def _score(self, call: Call, batch: Batch, headers: dict[str, str], buffer: MetricBuffer) -> Scored:
         model = call.model
-        scored = model.score_batch(batch, reject_unseen=self._reject_unseen)
-        if model.passthrough:
-            self._pass_ids(model, batch, scored)
-        if call.reasons:
-            scored.reasons = top_reasons(model, scored, call.reasons)
-        # After scoring: only the rows it read as missing may lack a column. None: nothing to report.
-        report = batch.inspect_keys(model.names, partial(model.missing_rows, scored))
+        scored, report = score_rows(
+            model,
+            batch,
+            reject_unseen=self._reject_unseen,
+            reasons=call.reasons,
+            passthrough_max_chars=self.settings.passthrough_max_chars,
+        )
         if report is not None:
             if report.unknown_rows:
                 buffer.inc(self.metrics.unknown_keys, report.unknown_rows)
-            add_key_report(scored, report, headers)
+            headers.update(scored.notes)
         if scored.unseen:
             for column, count in scored.unseen.items():
                 buffer.inc(self.metrics.unseen.labels(column), count)
@@ -380,14 +380,6 @@ class ScoringPipeline:
                 scored.errors, scored.bad_rows, len(batch), self.settings.max_errors_listed, hint
             )
         return scored
-
-    def _pass_ids(self, model: CompiledModel, batch: Batch, scored: Scored) -> None:
-        """The rows' pass-through ids into the result; an id that cannot be echoed is its row's error."""
-        ids, errors = collect_ids(batch, model.passthrough, self.settings.passthrough_max_chars)
-        scored.ids = ids
-        if errors:
-            scored.errors = sorted([*scored.errors, *errors], key=_error_order)
-            scored.bad_rows.update(e.row for e in errors if e.row is not None)
 
     # --- the cache --------------------------------------------------------------------------------------
     def _raw_key(self, call: Call, body: Body) -> str | None:
@@ -458,14 +450,37 @@ def _error_order(error: FieldError) -> tuple[int, str]:
     return (error.row if error.row is not None else -1, error.field or "")
 
 
-def add_key_report(scored: Scored, report: KeyReport, headers: dict[str, str]) -> None:
-    """The rows' key errors join their value errors (in row order); what is only reported goes into the
-    answer's headers, and keeps the answer out of the cache."""
+def score_rows(
+    model: CompiledModel, batch: Batch, *, reject_unseen: bool, reasons: int, passthrough_max_chars: int
+) -> tuple[Scored, KeyReport | None]:
+    """The scoring step every door shares (the HTTP calls above, the file scorer of service/files): the
+    rows scored, their pass-through ids collected, their top `reasons` reason codes (0: none), and what
+    their keys say (the report, None for nothing to say) joined to the result: key errors to the rows'
+    value errors, what is only reported to `scored.notes`. Bad rows are in `scored.errors`; what to do
+    with them is the caller's policy."""
+    scored = model.score_batch(batch, reject_unseen=reject_unseen)
+    if model.passthrough:
+        ids, errors = collect_ids(batch, model.passthrough, passthrough_max_chars)
+        scored.ids = ids
+        if errors:  # an id that cannot be echoed is its row's error
+            scored.errors = sorted([*scored.errors, *errors], key=_error_order)
+            scored.bad_rows.update(e.row for e in errors if e.row is not None)
+    if reasons:
+        scored.reasons = top_reasons(model, scored, reasons)
+    # After scoring: only the rows it read as missing may lack a column. None: nothing to report.
+    report = batch.inspect_keys(model.names, partial(model.missing_rows, scored))
+    if report is not None:
+        add_key_report(scored, report)
+    return scored, report
+
+
+def add_key_report(scored: Scored, report: KeyReport) -> None:
+    """The rows' key errors join their value errors (in row order); what is only reported goes into
+    `scored.notes` (the answer's headers), and keeps the answer out of the cache."""
     if report.errors:
         scored.errors = sorted([*scored.errors, *report.errors], key=_error_order)
         scored.bad_rows |= report.bad_rows
     scored.notes = report.headers()
-    headers.update(scored.notes)
 
 
 def unseen_listing(values: dict[str, list[str]]) -> str:

@@ -179,6 +179,17 @@ class CompiledModel:
         self.column_decoder = ColumnDecoder(self.used_columns, extra=self.passthrough)
         self.reference: dict[str, Any] = {}  # the artifact's reference_distributions (drift monitoring)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to ship it to the file scorer's processes and a cluster's workers, once each) without
+        its column decoder, whose msgspec decoders do not pickle; it is rebuilt on arrival."""
+        state = self.__dict__.copy()
+        del state["column_decoder"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.column_decoder = ColumnDecoder(self.used_columns, extra=self.passthrough)
+
     def _raw_sources(self) -> dict[str, tuple[str, ...]]:
         """Model input -> the raw columns its value comes from (a product: both factors' columns)."""
         sources: dict[str, tuple[str, ...]] = {spec.name: (spec.name,) for spec in self.numeric}
