@@ -37,14 +37,17 @@ class RichProgress:
         self._rows = 0
 
     def __enter__(self) -> RichProgress:
-        self._bar.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._bar.stop()
+        if self._task is not None:
+            self._bar.stop()
 
     def start(self, total: int | None, unit: str) -> None:
+        """The bar appears (and its refresh thread starts) here, not on entering: the file scorer forks its
+        workers first."""
         self._task = self._bar.add_task("score", total=total, rows=0, rate=0.0)
+        self._bar.start()
 
     def advance(self, units: int, rows: int) -> None:
         self._rows += rows

@@ -147,12 +147,15 @@ def run_chunks(
     summary = Summary()
     hasher = blake3.blake3()
     total, unit = _total(request.input, kind)
-    progress.start(total, unit)
+    started_bar = False
     ok = False
     try:
         columns = [*model.used_columns, *model.passthrough]
         chunks = chunks_of(request.input, kind, columns, request.chunk_bytes, hasher)
         for chunk, result in score(chunks):
+            if not started_bar:  # after the first chunk: the worker processes are forked by then
+                progress.start(total, unit)
+                started_bar = True
             sink.write(result.payload)
             rejects.write(result.rejects, summary.rows)
             summary.add(result)
@@ -178,7 +181,9 @@ def _scored(
         for chunk in chunks:
             yield chunk, scorer(chunk)
         return
-    context = multiprocessing.get_context("forkserver")
+    # fork: the workers start with the compiled model in memory (nothing to import or unpickle), all of
+    # them at the first submit, before any thread of this process (the progress bar's) has started.
+    context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=(scorer,)
     ) as pool:
