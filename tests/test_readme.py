@@ -38,6 +38,7 @@ WALKTHROUGH = [
     "propensity registry list",
     "propensity registry promote",
     "propensity drift-report --data",
+    "propensity score",
 ]
 
 

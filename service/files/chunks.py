@@ -160,7 +160,8 @@ class ChunkScorer:
 
     def _csv_rows_one_by_one(self, chunk: TextChunk) -> _Rows:
         """Record by record: those that are not rows of the header's table are rejects, the others a table."""
-        header = next(csv.reader([decode_text(chunk.header).lstrip("\ufeff")], strict=True))
+        text = decode_text(chunk.header).lstrip("\ufeff")
+        header = next(r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r)
         ncols = len(header)
         body, pos, line = chunk.body, 0, chunk.first_line
         cells: list[list[str]] = []
@@ -169,8 +170,8 @@ class ChunkScorer:
         rejects: list[Reject] = []
         index = 0
         while pos < len(body):
-            end = first_record_end(body[pos:])
-            end = len(body) if end < 0 else pos + end
+            end = first_record_end(body, pos)
+            end = len(body) if end < 0 else end
             raw = body[pos:end]
             pos, start_line, line = end, line, line + raw.count(b"\n")
             if not raw.strip(b"\r\n"):

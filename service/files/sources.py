@@ -152,30 +152,36 @@ def text_chunks(
             body.release()
             del pending[:cut]
         if pending:
+            if csv:
+                _check_quotes_closed(pending, line)
             yield chunk(pending)
 
 
-def first_record_end(data: bytes | bytearray) -> int:
-    """The offset just after the first line end in data that ends a CSV record; -1 when there is none."""
-    pos = quotes = 0
+def first_record_end(data: bytes | bytearray, start: int = 0) -> int:
+    """The offset just after the first line end in data[start:] that ends a CSV record (`start` is a
+    record boundary); -1 when there is none."""
+    pos, quotes = start, 0
     while True:
         lf = data.find(b"\n", pos)
         if lf < 0:
             return -1
-        quotes += data.count(b'"', pos, lf)
+        quotes += count_byte(data, _QUOTE, pos, lf)
         if quotes % 2 == 0:
             return lf + 1
         pos = lf + 1
 
 
 def _header(blocks: Iterator[bytes], path: Path) -> tuple[bytes, bytearray]:
-    """The CSV header record (with its line end) and what was read after it."""
+    """The CSV header record with its line end (and any blank lines before it, which are no record), and
+    what was read after it."""
     pending = bytearray()
+    start = 0
     for block in blocks:
         pending += block
-        cut = first_record_end(pending)
-        if cut > 0:
-            return bytes(pending[:cut]), pending[cut:]
+        while (cut := first_record_end(pending, start)) > 0:
+            if pending[start:cut].strip():
+                return bytes(pending[:cut]), pending[cut:]
+            start = cut
         _check_record_size(pending, 1)
     if not pending.strip():
         raise UnreadableFile(f"{path.name} is empty: a CSV file starts with a header line naming the columns")
@@ -184,10 +190,26 @@ def _header(blocks: Iterator[bytes], path: Path) -> tuple[bytes, bytearray]:
 
 def _check_record_size(pending: bytearray, line: int) -> None:
     if len(pending) > MAX_RECORD_BYTES:
-        raise UnreadableFile(
-            f"line {line}: a record longer than {MAX_RECORD_BYTES // 2**20} MiB: a quote opened on or after "
-            'this line is never closed; close it, or double a quote inside a quoted cell ("a ""b"" c")'
-        )
+        raise _never_closed(pending, line, f"a record longer than {MAX_RECORD_BYTES // 2**20} MiB: ")
+
+
+def _check_quotes_closed(pending: bytearray, line: int) -> None:
+    """The end of the file: a quote still open there was opened and never closed."""
+    if count_byte(pending, _QUOTE) % 2:
+        raise _never_closed(pending, line, "")
+
+
+def _never_closed(pending: bytearray, line: int, what: str) -> UnreadableFile:
+    """The error naming the line of the first record of `pending` (which starts on `line`) that does not
+    end: the open quote is in it."""
+    pos = 0
+    while (end := first_record_end(pending, pos)) > 0:
+        line += count_byte(pending, _LF, pos, end)
+        pos = end
+    return UnreadableFile(
+        f"line {line}: {what}a quote opened on this line is never closed; close it, or double a quote "
+        'inside a quoted cell ("a ""b"" c")'
+    )
 
 
 def parquet_chunks(path: Path, columns: list[str], rows: int = PARQUET_ROWS) -> Iterator[ParquetChunk]:

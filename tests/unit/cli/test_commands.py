@@ -19,6 +19,7 @@ DOCUMENTED = {
     "retrain-scheduler": "training",
     "experiment": "training",
     "serve": "serving",
+    "score": "scoring",
     "drift-report": "monitoring",
     "performance-report": "monitoring",
     "feedback": "feedback",
