@@ -17,6 +17,7 @@ from service.cli.context import load_settings, open_registry
 from service.cli.options import ArtifactsDir
 
 if TYPE_CHECKING:
+    from service.files.formats import Format
     from service.files.run import ScoreRequest, Summary
     from service.serving.scorer import CompiledModel
     from service.settings import Settings
@@ -31,7 +32,9 @@ def score(
     input: Annotated[
         Path, typer.Argument(help="CSV, JSON Lines or Parquet file (.csv, .csv.gz, .jsonl, .parquet)")
     ],
-    output: Annotated[Path, typer.Argument(help="file to write; its format by its name, as the input's")],
+    output: Annotated[
+        Path, typer.Argument(help="file to write, its format by its name (with --dask: a directory of parts)")
+    ],
     model: Annotated[str | None, typer.Option(help="version or alias (default: the followed alias)")] = None,
     rejects: Annotated[
         Path | None, typer.Option(help="rows that cannot be scored (default: <output name>.rejects.csv)")
@@ -65,25 +68,30 @@ def score(
     artifacts_dir: ArtifactsDir = None,
 ) -> None:
     """Score a whole file: the fields /predict answers per row, in the input's order, with rejects apart."""
-    from service.files.formats import Format, kind_of
+    from service.files.formats import kind_of
     from service.files.run import ScoreRequest
     from service.files.sinks import companion
 
     overrides: dict[str, Any] = {"passthrough_fields": tuple(id_column)} if id_column else {}
     settings = load_settings(artifacts_dir, **overrides)
-    if not input.is_file():
-        raise typer.BadParameter(f"{input} is not a file", param_hint="INPUT")
     if dask and against:
         raise typer.BadParameter("give --dask or --against, not both")
-    in_kind = kind_of(input, Format(input_format) if input_format else None)
-    out_kind = kind_of(output, Format(output_format) if output_format else None)
+    if not (input.is_file() or (dask and input.is_dir())):
+        raise typer.BadParameter(f"{input} is not a file", param_hint="INPUT")
+    in_kind = kind_of(input if input.is_file() else input / "x.parquet", _format(input_format))
+    if dask:  # a directory of part files, one per piece, each written by the worker that scored it
+        out_kind = kind_of(Path(f"part.{output_format or 'parquet'}"))
+        rejects, manifest = rejects or output / "rejects.csv", output / "_manifest.json"
+    else:
+        out_kind = kind_of(output, _format(output_format))
+        rejects, manifest = rejects or companion(output, "rejects.csv"), companion(output, "manifest.json")
     request = ScoreRequest(
         input=input,
         output=output,
         input_kind=in_kind,
         output_kind=out_kind,
-        rejects=rejects or companion(output, "rejects.csv"),
-        manifest=companion(output, "manifest.json"),
+        rejects=rejects,
+        manifest=manifest,
         workers=workers or os.cpu_count() or 1,
         chunk_bytes=int(chunk_mb * 2**20),
         reasons=reasons,
@@ -99,6 +107,15 @@ def score(
     _report(summary, request)
     if summary.rejected_rows:
         raise typer.Exit(SOME_REJECTED)
+
+
+def _format(name: str | None) -> Format | None:
+    from service.files.formats import Format
+
+    try:
+        return Format(name) if name else None
+    except ValueError:
+        raise typer.BadParameter(f"{name!r}: say csv, jsonl or parquet") from None
 
 
 def _model(settings: Settings, ref: str | None) -> CompiledModel:

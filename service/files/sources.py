@@ -13,6 +13,7 @@ that cannot be scored is named by its line in the input file.
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -92,11 +93,11 @@ def count_byte(data: bytes | bytearray, byte: int, start: int = 0, end: int | No
     return int(np.count_nonzero(view == byte))
 
 
-def record_end(data: bytes | bytearray, start: int = 0) -> int:
-    """The offset just after the last line end in data[start:] that ends a CSV record (an even number of
-    quotes since `start`, which is a record boundary); -1 when there is none."""
-    quotes_before = count_byte(data, _QUOTE, start)
-    end = len(data)
+def record_end(data: bytes | bytearray, start: int = 0, end: int | None = None) -> int:
+    """The offset just after the last line end in data[start:end] that ends a CSV record (an even number
+    of quotes since `start`, which is a record boundary); -1 when there is none."""
+    end = len(data) if end is None else end
+    quotes_before = count_byte(data, _QUOTE, start, end)
     while True:
         lf = data.rfind(b"\n", start, end)
         if lf < 0:
@@ -137,24 +138,33 @@ def text_chunks(
             data = None if where is not None else bytes(body)
             return TextChunk(kind.format, header, data, line, header_lines, where, offset, len(body))
 
-        for block in blocks:
+        for block in itertools.chain([b""], blocks):  # what the header's reading read after it first
             pending += block
-            if len(pending) < chunk_bytes:
-                continue
-            cut = record_end(pending) if csv else pending.rfind(b"\n") + 1
-            if cut <= 0:
-                _check_record_size(pending, line)
-                continue
-            body = memoryview(pending)[:cut]
-            yield chunk(body)
-            line += count_byte(pending, _LF, 0, cut)
-            offset += cut
-            body.release()
-            del pending[:cut]
+            while len(pending) >= chunk_bytes:
+                cut = _cut(pending, chunk_bytes, csv)
+                if cut <= 0:
+                    _check_record_size(pending, line)
+                    break
+                body = memoryview(pending)[:cut]
+                yield chunk(body)
+                line += count_byte(pending, _LF, 0, cut)
+                offset += cut
+                body.release()
+                del pending[:cut]
         if pending:
             if csv:
                 _check_quotes_closed(pending, line)
             yield chunk(pending)
+
+
+def _cut(pending: bytearray, chunk_bytes: int, csv: bool) -> int:
+    """Where the next chunk ends: after the last whole record within its first `chunk_bytes`, or after the
+    first record when that one alone is longer; 0 when no record ends in what was read."""
+    if not csv:
+        cut = pending.rfind(b"\n", 0, chunk_bytes) + 1
+        return cut or pending.find(b"\n") + 1
+    cut = record_end(pending, 0, chunk_bytes)
+    return cut if cut > 0 else max(first_record_end(pending), 0)
 
 
 def first_record_end(data: bytes | bytearray, start: int = 0) -> int:

@@ -186,7 +186,11 @@ class CompiledModel:
         del state["column_decoder"]
         return state
 
+    # How many models this process has received pickled: a cluster's worker receives each run's once.
+    received = 0
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        CompiledModel.received += 1
         self.__dict__.update(state)
         self.column_decoder = ColumnDecoder(self.used_columns, extra=self.passthrough)
 
