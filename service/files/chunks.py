@@ -14,7 +14,6 @@ line, each read as a row of a /predict JSON body; a line that is not a JSON obje
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +22,10 @@ from typing import Any
 import orjson
 
 from service.errors import InputError
+from service.files.encoding import Encoder, output_columns
 from service.files.formats import FileKind, Format
 from service.files.sources import Chunk, ParquetChunk, TextChunk, first_record_end
 from service.serving.batch import Batch, JsonBatch
-from service.serving.csv_answer import id_cell, quoted, reason_columns
 from service.serving.csv_rows import csv_batch_of
 from service.serving.csv_table import BadCsvTable, MalformedCSV, Table, decode_text, read_table
 from service.serving.pipeline import score_rows
@@ -36,7 +35,6 @@ from service.serving.scorer import CompiledModel, Scored
 from service.settings import PASSTHROUGH_MAX_CHARS
 
 NO_LIMIT = 2**62
-GZIP_LEVEL = 6  # zlib's default: gzip's own command line's speed and size
 
 
 @dataclass(frozen=True)
@@ -74,13 +72,10 @@ class _Rows:
     rejects: list[Reject]
 
 
-def output_columns(model: CompiledModel, reasons: int) -> list[str]:
-    """The columns of a CSV or Parquet output, in alphabetical order as /predict's keys: the model inputs,
-    business_outcome, phat, every pass-through id, and the reason codes when asked for."""
-    names = [*model.output_keys, *model.passthrough]
-    for k in range(1, reasons + 1):
-        names += [f"reason_{k}_input", f"reason_{k}_contribution"]
-    return sorted(names)
+def int_columns(model: CompiledModel) -> set[str]:
+    """The output's whole-number columns: the dummies and business_outcome."""
+    ints = set(model.output_keys) - {n.name for n in model.numeric} - {name for name, _, _ in model.products}
+    return ints - {"phat"}
 
 
 class ChunkScorer:
@@ -100,7 +95,8 @@ class ChunkScorer:
         self.reasons = reasons
         self.reject_unseen = reject_unseen
         self.passthrough_max_chars = passthrough_max_chars
-        self.columns = output_columns(model, reasons)
+        self.columns = output_columns(model.output_keys, model.passthrough, reasons)
+        self.encoder = Encoder(output, self.columns, model.passthrough, int_columns(model))
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
         rows = self.rows_of(chunk)
@@ -231,18 +227,12 @@ class ChunkScorer:
     def encode(self, scored: Scored | None, keep: list[int] | None) -> Any:
         if scored is not None and keep is not None:
             scored = subset(scored, keep)
-        fmt = self.output.format
-        if fmt is Format.PARQUET:
-            return self._arrow(scored)
         if scored is None:
-            return b""
-        if fmt is Format.JSONL:
-            text = b"".join(orjson.dumps(r) + b"\n" for r in result_records(self.model, scored))
-        else:
-            text = self._csv_lines(scored)
-        return gzip.compress(text, GZIP_LEVEL) if self.output.gzip and text else text
+            return self.encoder.encode(None)
+        jsonl = self.output.format is Format.JSONL
+        return self.encoder.encode(self.values(scored), result_records(self.model, scored) if jsonl else ())
 
-    def _values(self, scored: Scored) -> dict[str, list[Any]]:
+    def values(self, scored: Scored) -> dict[str, list[Any]]:
         values: dict[str, list[Any]] = {
             **scored.columns,
             "business_outcome": scored.outcome,
@@ -252,55 +242,17 @@ class ChunkScorer:
         for name in self.model.passthrough:
             values[name] = scored.ids.get(name) or [None] * n
         if scored.reasons is not None:
-            values |= reason_columns(scored.reasons)
+            r: Reasons = scored.reasons
+            for k in range(r.inputs.shape[1]):
+                values[f"reason_{k + 1}_input"] = [r.names[j] for j in r.inputs[:, k].tolist()]
+                values[f"reason_{k + 1}_contribution"] = r.contributions[:, k].tolist()
         return values
 
-    def _csv_lines(self, scored: Scored) -> bytes:
-        values = self._values(scored)
-        for name in self.model.passthrough:
-            values[name] = list(map(id_cell, values[name]))
-        rows = zip(*(values[c] for c in self.columns), strict=True)
-        dumps = orjson.dumps
-        return b"".join(dumps(row)[1:-1] + b"\r\n" for row in rows)
-
     def csv_header(self) -> bytes:
-        return ",".join(map(quoted, self.columns)).encode() + b"\r\n"
-
-    def _arrow(self, scored: Scored | None) -> Any:
-        import pyarrow as pa
-
-        schema = self.arrow_schema()
-        if scored is None:
-            return schema.empty_table()
-        values = self._values(scored)
-        if scored.reasons is not None:  # the CSV cells of reason_columns: plain names here
-            for k in range(1, self.reasons + 1):
-                values[f"reason_{k}_input"] = [
-                    scored.reasons.names[j] for j in scored.reasons.inputs[:, k - 1].tolist()
-                ]
-        arrays = []
-        for f in schema:
-            column = values[f.name]
-            if f.name in self.model.passthrough:
-                column = [None if v is None or _absent(v) else str(v) for v in column]
-            arrays.append(pa.array(column, type=f.type))
-        return pa.Table.from_arrays(arrays, schema=schema)
+        return self.encoder.csv_header()
 
     def arrow_schema(self) -> Any:
-        import pyarrow as pa
-
-        ints = {n for n in self.model.output_keys if n not in {f.name for f in self.model.numeric}}
-        ints -= {"phat", *(name for name, _, _ in self.model.products)}
-        fields = []
-        for name in self.columns:
-            if name in self.model.passthrough or name.endswith("_input"):
-                kind = pa.string()
-            elif name in ints:
-                kind = pa.int64()
-            else:
-                kind = pa.float64()
-            fields.append(pa.field(name, kind))
-        return pa.schema(fields)
+        return self.encoder.arrow_schema()
 
 
 def _same(i: int) -> int:
@@ -309,10 +261,6 @@ def _same(i: int) -> int:
 
 def _no_line(i: int) -> None:
     return None
-
-
-def _absent(value: Any) -> bool:
-    return isinstance(value, float) and value != value  # ABSENT (a NaN): the row has no such id
 
 
 def _one_record(raw: bytes, ncols: int) -> tuple[str | None, list[str]]:

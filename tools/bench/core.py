@@ -54,7 +54,7 @@ class Result:
     section: str
     name: str
     value: float
-    unit: Literal["req/s", "ms", "µs"]
+    unit: Literal["req/s", "ms", "µs", "rows/s", "MB"]
     p50_ms: float | None = None
     p99_ms: float | None = None
     cpu_ms_per_req: float | None = None  # server (all workers) CPU per request

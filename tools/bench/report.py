@@ -62,8 +62,8 @@ def machine_facts() -> dict[str, Any]:
 def _number(value: float | None, unit: str = "ms") -> str:
     if value is None:
         return ""
-    if unit == "req/s":
-        return f"{value:,.0f} req/s"
+    if unit in ("req/s", "rows/s"):
+        return f"{value:,.0f} {unit}"
     if unit == "ms" and value >= 100:
         return f"{value:,.0f}"
     return f"{value:.2f}"
@@ -78,7 +78,9 @@ def _ratio(result: Result) -> str:
 
 def cells(result: Result) -> list[str]:
     value = (
-        _number(result.value, "req/s") if result.unit == "req/s" else f"{_number(result.value)} {result.unit}"
+        _number(result.value, result.unit)
+        if result.unit in ("req/s", "rows/s")
+        else f"{_number(result.value)} {result.unit}"
     )
     return [
         result.name,

@@ -22,6 +22,7 @@ from service.model.registry import Registry
 from tools.bench import (  # noqa: F401  (importing one registers it)
     cluster,
     csv_bench,
+    files_bench,
     log_bench,
     mixed,
     mlflow_bench,
@@ -36,7 +37,19 @@ from tools.bench.wrk import require_wrk
 from tools.paths import REPO
 
 # the table's order
-ORDER = ("single", "batch", "v2", "invocations", "csv", "reasons", "mixed", "log", "overhead", "cluster")
+ORDER = (
+    "single",
+    "batch",
+    "v2",
+    "invocations",
+    "csv",
+    "reasons",
+    "mixed",
+    "log",
+    "overhead",
+    "cluster",
+    "files",
+)
 
 
 def ordered() -> list[Section]:
