@@ -97,6 +97,7 @@ def score(
         reasons=reasons,
         reject_unseen=settings.unseen_category_policy.value == "reject",
         passthrough_max_chars=settings.passthrough_max_chars,
+        passthrough=settings.passthrough_fields,
     )
     shown = progress if progress is not None else sys.stderr.isatty()
     if against:

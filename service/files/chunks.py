@@ -146,71 +146,15 @@ class ChunkScorer:
         return self._csv_rows(chunk)
 
     def _csv_rows(self, chunk: TextChunk) -> _Rows:
-        try:
-            table = read_table(chunk.header + chunk.body, max_rows=NO_LIMIT, max_errors=NO_LIMIT)
-        except (MalformedCSV, BadCsvTable):
-            return self._csv_rows_one_by_one(chunk)
-        offset = chunk.first_line - chunk.header_lines - 1
-        batch = csv_batch_of(self.model, table)
-        return _Rows(batch, lambda i: table.line_of(i) + offset, _same, table.rows, [])
-
-    def _csv_rows_one_by_one(self, chunk: TextChunk) -> _Rows:
-        """Record by record: those that are not rows of the header's table are rejects, the others a table."""
-        text = decode_text(chunk.header).lstrip("\ufeff")
-        header = next(r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r)
-        ncols = len(header)
-        body, pos, line = chunk.body, 0, chunk.first_line
-        cells: list[list[str]] = []
-        lines: list[int] = []
-        records: list[int] = []
-        rejects: list[Reject] = []
-        index = 0
-        while pos < len(body):
-            end = first_record_end(body, pos)
-            end = len(body) if end < 0 else end
-            raw = body[pos:end]
-            pos, start_line, line = end, line, line + raw.count(b"\n")
-            if not raw.strip(b"\r\n"):
-                continue  # a blank line: no record (as the csv module reads it)
-            problem, record = _one_record(raw, ncols)
-            if problem is not None:
-                rejects.append(Reject(index, start_line, None, problem))
-            else:
-                cells.append(record)
-                lines.append(start_line)
-                records.append(index)
-            index += 1
-        table = Table(header=header, rows=len(cells), _cells=lambda j: [r[j] for r in cells], lines=lines)
-        batch = csv_batch_of(self.model, table) if cells else None
-        return _Rows(batch, lines.__getitem__, records.__getitem__, index, rejects)
+        read = read_csv_chunk(chunk)
+        table = read.rows
+        batch = csv_batch_of(self.model, table) if table.rows else None
+        return _Rows(batch, read.line_of, read.record_of, read.records, read.rejects)
 
     def _jsonl_rows(self, chunk: TextChunk) -> _Rows:
-        rows: list[dict[str, Any]] = []
-        lines: list[int] = []
-        records: list[int] = []
-        rejects: list[Reject] = []
-        index = 0
-        for n, raw in enumerate(chunk.body.split(b"\n"), start=chunk.first_line):
-            if not raw.strip():
-                continue
-            try:
-                row = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                rejects.append(Reject(index, n, None, f"not JSON: {exc}"))
-            else:
-                if type(row) is dict:
-                    rows.append(row)
-                    lines.append(n)
-                    records.append(index)
-                else:
-                    shown = type(row).__name__ if row is not None else "null"
-                    rejects.append(
-                        Reject(index, n, None, f"a line must be one JSON object (a row), not {shown}")
-                    )
-            index += 1
-        return _Rows(
-            JsonBatch(rows) if rows else None, lines.__getitem__, records.__getitem__, index, rejects
-        )
+        read = read_jsonl_chunk(chunk)
+        batch = JsonBatch(read.rows) if read.rows else None
+        return _Rows(batch, read.line_of, read.record_of, read.records, read.rejects)
 
     def _parquet_rows(self, chunk: ParquetChunk) -> _Rows:
         batch = chunk.batch
@@ -253,6 +197,85 @@ class ChunkScorer:
 
     def arrow_schema(self) -> Any:
         return self.encoder.arrow_schema()
+
+
+@dataclass
+class Read:
+    """A text chunk read, not yet scored: its rows (a Table for CSV, JSON objects for JSON Lines), where
+    each row is (its line, its index among the chunk's records), and the records that are not rows."""
+
+    rows: Any
+    line_of: Callable[[int], int]
+    record_of: Callable[[int], int]
+    records: int
+    rejects: list[Reject]
+
+
+def read_csv_chunk(chunk: TextChunk) -> Read:
+    """The chunk as a /predict CSV body is read; one that is not a table as a body must be is read again
+    record by record."""
+    try:
+        table = read_table(chunk.header + chunk.body, max_rows=NO_LIMIT, max_errors=NO_LIMIT)
+    except (MalformedCSV, BadCsvTable):
+        return _csv_one_by_one(chunk)
+    offset = chunk.first_line - chunk.header_lines - 1
+    return Read(table, lambda i: table.line_of(i) + offset, _same, table.rows, [])
+
+
+def _csv_one_by_one(chunk: TextChunk) -> Read:
+    """Record by record: those that are not rows of the header's table are rejects, the others a table."""
+    text = decode_text(chunk.header).lstrip("\ufeff")
+    header = next(r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r)
+    ncols = len(header)
+    body, pos, line = chunk.body, 0, chunk.first_line
+    cells: list[list[str]] = []
+    lines: list[int] = []
+    records: list[int] = []
+    rejects: list[Reject] = []
+    index = 0
+    while pos < len(body):
+        end = first_record_end(body, pos)
+        end = len(body) if end < 0 else end
+        raw = body[pos:end]
+        pos, start_line, line = end, line, line + raw.count(b"\n")
+        if not raw.strip(b"\r\n"):
+            continue  # a blank line: no record (as the csv module reads it)
+        problem, record = _one_record(raw, ncols)
+        if problem is not None:
+            rejects.append(Reject(index, start_line, None, problem))
+        else:
+            cells.append(record)
+            lines.append(start_line)
+            records.append(index)
+        index += 1
+    table = Table(header=header, rows=len(cells), _cells=lambda j: [r[j] for r in cells], lines=lines)
+    return Read(table, lines.__getitem__, records.__getitem__, index, rejects)
+
+
+def read_jsonl_chunk(chunk: TextChunk) -> Read:
+    """One JSON object a line; a line that is not one is a reject, a blank line no record."""
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    records: list[int] = []
+    rejects: list[Reject] = []
+    index = 0
+    for n, raw in enumerate(chunk.body.split(b"\n"), start=chunk.first_line):
+        if not raw.strip():
+            continue
+        try:
+            row = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            rejects.append(Reject(index, n, None, f"not JSON: {exc}"))
+        else:
+            if type(row) is dict:
+                rows.append(row)
+                lines.append(n)
+                records.append(index)
+            else:
+                shown = type(row).__name__ if row is not None else "null"
+                rejects.append(Reject(index, n, None, f"a line must be one JSON object (a row), not {shown}"))
+        index += 1
+    return Read(rows, lines.__getitem__, records.__getitem__, index, rejects)
 
 
 def _same(i: int) -> int:

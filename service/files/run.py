@@ -28,7 +28,7 @@ from service.files.formats import FileKind, Format
 from service.files.sinks import OutputSink, RejectsSink, write_manifest
 from service.files.sources import CHUNK_BYTES, Chunk, ParquetChunk, chunks_of
 from service.serving.scorer import CompiledModel
-from service.settings import PASSTHROUGH_MAX_CHARS
+from service.settings import DEFAULT_PASSTHROUGH_FIELDS, PASSTHROUGH_MAX_CHARS
 
 
 class Progress(Protocol):
@@ -61,6 +61,7 @@ class ScoreRequest:
     reasons: int = 0
     reject_unseen: bool = False
     passthrough_max_chars: int = PASSTHROUGH_MAX_CHARS
+    passthrough: tuple[str, ...] = DEFAULT_PASSTHROUGH_FIELDS  # the ids (--against: no local model to ask)
 
 
 @dataclass

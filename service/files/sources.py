@@ -222,8 +222,8 @@ def _never_closed(pending: bytearray, line: int, what: str) -> UnreadableFile:
     )
 
 
-def parquet_chunks(path: Path, columns: list[str], rows: int = PARQUET_ROWS) -> Iterator[ParquetChunk]:
-    """Record batches of at most `rows` rows, only `columns` among the file's (those it has)."""
+def parquet_chunks(path: Path, columns: list[str] | None, rows: int = PARQUET_ROWS) -> Iterator[ParquetChunk]:
+    """Record batches of at most `rows` rows, only `columns` among the file's (those it has; None: all)."""
     import pyarrow.parquet as pq
 
     try:
@@ -231,14 +231,14 @@ def parquet_chunks(path: Path, columns: list[str], rows: int = PARQUET_ROWS) -> 
     except Exception as exc:  # pyarrow's errors: ArrowInvalid, OSError
         raise UnreadableFile(f"{path.name} is not a Parquet file: {exc}") from None
     names = tuple(file.schema_arrow.names)
-    wanted = [c for c in names if c in set(columns)]
+    wanted = list(names) if columns is None else [c for c in names if c in set(columns)]
     with file:
         for batch in file.iter_batches(batch_size=rows, columns=wanted):
             yield ParquetChunk(batch, names)
 
 
 def chunks_of(
-    path: Path, kind: FileKind, columns: list[str], chunk_bytes: int = CHUNK_BYTES, hasher: Any = None
+    path: Path, kind: FileKind, columns: list[str] | None, chunk_bytes: int = CHUNK_BYTES, hasher: Any = None
 ) -> Iterator[Chunk]:
     if kind.format is Format.PARQUET:
         return parquet_chunks(path, columns, max(1, chunk_bytes // 200))
