@@ -15,6 +15,7 @@ times. The manifest lists the model version(s) that answered, with how many rows
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -27,12 +28,11 @@ import httpx
 import orjson
 
 from service.errors import InputError, PropensityError
-from service.files.chunks import Reject, read_csv_chunk, read_jsonl_chunk
+from service.files.chunks import ChunkResult, Reject, read_csv_chunk, read_jsonl_chunk
 from service.files.encoding import Encoder, output_columns
 from service.files.formats import Format
-from service.files.run import Progress, ScoreRequest, Summary, manifest
-from service.files.sinks import OutputSink, RejectsSink, write_manifest
-from service.files.sources import Chunk, ParquetChunk, chunks_of
+from service.files.run import Progress, ScoreRequest, Summary, Writing, run_chunks
+from service.files.sources import Chunk, ParquetChunk
 
 MAX_ROWS = 10_000
 RETRYABLE = frozenset({429, 502, 503, 504})
@@ -202,13 +202,12 @@ def values_of(
 def score_via_service(
     url: str, request: ScoreRequest, *, concurrency: int, retries: int, progress: Progress
 ) -> Summary:
-    started = time.perf_counter()
     service = Service(url, retries, request.reasons)
     try:
         info = service.get("/model")
         if info.status_code != 200:
             raise ServiceError(f"{url}/model answered {info.status_code}: {info.text[:200]}")
-        return _run(service, info.json(), request, concurrency, progress, started)
+        return _run(service, info.json(), request, concurrency, progress)
     finally:
         service.close()
 
@@ -223,80 +222,61 @@ def _encoder(model: dict[str, Any], request: ScoreRequest) -> Encoder:
 
 
 def _run(
-    service: Service,
-    model: dict[str, Any],
-    request: ScoreRequest,
-    concurrency: int,
-    progress: Progress,
-    started: float,
+    service: Service, model: dict[str, Any], request: ScoreRequest, concurrency: int, progress: Progress
 ) -> Summary:
     encoder = _encoder(model, request)
-    scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     metadata = {
         "model_name": str(model.get("name")),
         "model_version": str(model.get("version")),
         "model_sha256": str(model.get("sha256")),
         "cutoff": repr(model.get("cutoff")),
-        "scored_at": scored_at,
-        "service": str(service.client.base_url),
+        "scored_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
     }
-    header = encoder.csv_header() if request.output_kind.format is Format.CSV else b""
-    sink = OutputSink(request.output, request.output_kind, header, encoder.arrow_schema(), metadata)
-    rejects = RejectsSink(request.rejects)
-    summary, versions = Summary(), Counter[str]()
+    versions: Counter[str] = Counter()
+    writing = Writing(encoder, metadata, None)  # every column: the service says which it reads
+    writing.extra["service"] = {"url": str(service.client.base_url), "versions": versions}
     csv = request.input_kind.format is Format.CSV
-    ok = False
-    progress.start(None, "rows")
-    try:
-        chunks = chunks_of(request.input, request.input_kind, None, request.chunk_bytes)  # every column
-        for rows, answered in _answered(service, chunks, request.passthrough, csv, concurrency):
-            jsonl = request.output_kind.format is Format.JSONL
-            values = (
-                values_of(answered.records, encoder.columns, request.passthrough)
-                if answered.records
-                else None
-            )
-            sink.write(encoder.encode(values, answered.records if jsonl else ()))
-            rejects.write(answered.rejects, summary.rows)
-            summary.rows += rows.count
-            summary.scored += len(answered.records)
-            summary.rejected_rows += len({r.row for r in answered.rejects})
-            versions.update(answered.versions)
-            progress.advance(0, rows.count)
-        if summary.rows == 0:
-            raise InputError(f"{request.input.name} has no rows to score")
-        ok = True
-    finally:
-        sink.close(keep=ok)
-        rejects.close()
-    summary.problems = rejects.count
-    summary.seconds = time.perf_counter() - started
-    record = manifest(request, metadata, summary, rejects.count > 0)
-    record["service"] = {"url": str(service.client.base_url), "versions": dict(versions)}
-    write_manifest(request.manifest, record)
-    if len(versions) > 1:
-        import sys
 
+    def score(chunks: Iterator[Chunk]) -> Iterator[tuple[Chunk, ChunkResult]]:
+        for chunk, rows, answered in _answered(service, chunks, request.passthrough, csv, concurrency):
+            versions.update(answered.versions)
+            yield chunk, _result(encoder, request, rows, answered)
+
+    summary = run_chunks(request, writing, score, progress)
+    if len(versions) > 1:
         print(f"warning: the service changed versions during the run: {dict(versions)}", file=sys.stderr)
     return summary
 
 
+def _result(encoder: Encoder, request: ScoreRequest, rows: _Rows, answered: _Answered) -> ChunkResult:
+    records = answered.records
+    values = values_of(records, encoder.columns, request.passthrough) if records else None
+    jsonl = request.output_kind.format is Format.JSONL
+    return ChunkResult(
+        records=rows.count,
+        scored=len(records),
+        rejected_rows=len({r.row for r in answered.rejects}),
+        payload=encoder.encode(values, records if jsonl else ()),
+        rejects=answered.rejects,
+    )
+
+
 def _answered(
     service: Service, chunks: Iterator[Chunk], ids: tuple[str, ...], csv: bool, concurrency: int
-) -> Iterator[tuple[_Rows, _Answered]]:
+) -> Iterator[tuple[Chunk, _Rows, _Answered]]:
     """Each chunk's answers in the input's order, `concurrency` chunks in flight."""
     with ThreadPoolExecutor(concurrency) as pool:
-        pending: deque[tuple[_Rows, Future[_Answered]]] = deque()
+        pending: deque[tuple[Chunk, _Rows, Future[_Answered]]] = deque()
         try:
             for chunk in chunks:
                 rows = rows_of(chunk)
-                pending.append((rows, pool.submit(answer_chunk, service, rows, ids, csv)))
+                pending.append((chunk, rows, pool.submit(answer_chunk, service, rows, ids, csv)))
                 if len(pending) >= concurrency:
-                    done, future = pending.popleft()
-                    yield done, future.result()
+                    done, done_rows, future = pending.popleft()
+                    yield done, done_rows, future.result()
             while pending:
-                done, future = pending.popleft()
-                yield done, future.result()
+                done, done_rows, future = pending.popleft()
+                yield done, done_rows, future.result()
         finally:
-            for _, future in pending:
+            for _, _, future in pending:
                 future.cancel()

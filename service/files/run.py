@@ -24,6 +24,7 @@ import blake3
 
 from service.errors import InputError
 from service.files.chunks import ChunkResult, ChunkScorer
+from service.files.encoding import Encoder
 from service.files.formats import FileKind, Format
 from service.files.sinks import OutputSink, RejectsSink, write_manifest
 from service.files.sources import CHUNK_BYTES, Chunk, ParquetChunk, chunks_of
@@ -126,24 +127,39 @@ def file_metadata(model: CompiledModel, scored_at: str) -> dict[str, str]:
 def score_file(model: CompiledModel, request: ScoreRequest, progress: Progress | None = None) -> Summary:
     """Score `request.input` into `request.output` (and its rejects and manifest); the run's summary."""
     scorer = scorer_for(model, request)
-    return run_chunks(scorer, request, lambda chunks: _scored(scorer, chunks, request.workers), progress)
+    scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+    return run_chunks(
+        request,
+        Writing(scorer.encoder, file_metadata(model, scored_at), [*model.used_columns, *model.passthrough]),
+        lambda chunks: _scored(scorer, chunks, request.workers),
+        progress,
+    )
+
+
+@dataclass
+class Writing:
+    """How a run writes: its encoder, the metadata naming the model, the input columns it reads (None:
+    all), and what else its manifest says."""
+
+    encoder: Encoder
+    metadata: dict[str, str]
+    columns: list[str] | None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_chunks(
-    scorer: ChunkScorer,
     request: ScoreRequest,
+    writing: Writing,
     score: Callable[[Iterator[Chunk]], Iterator[tuple[Chunk, ChunkResult]]],
     progress: Progress | None = None,
 ) -> Summary:
-    """Read, `score` (in order) and write: the part every engine of a run on one machine shares."""
+    """Read, `score` (in order) and write: the part every engine that writes one file shares."""
     progress = progress or _Quiet()
     started = time.perf_counter()
-    scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-    model = scorer.model
-    metadata = file_metadata(model, scored_at)
     kind = request.input_kind
-    header = scorer.csv_header() if request.output_kind.format is Format.CSV else b""
-    sink = OutputSink(request.output, request.output_kind, header, scorer.arrow_schema(), metadata)
+    encoder, metadata = writing.encoder, writing.metadata
+    header = encoder.csv_header() if request.output_kind.format is Format.CSV else b""
+    sink = OutputSink(request.output, request.output_kind, header, encoder.arrow_schema(), metadata)
     rejects = RejectsSink(request.rejects)
     summary = Summary()
     hasher = blake3.blake3()
@@ -151,8 +167,7 @@ def run_chunks(
     started_bar = False
     ok = False
     try:
-        columns = [*model.used_columns, *model.passthrough]
-        chunks = chunks_of(request.input, kind, columns, request.chunk_bytes, hasher)
+        chunks = chunks_of(request.input, kind, writing.columns, request.chunk_bytes, hasher)
         for chunk, result in score(chunks):
             if not started_bar:  # after the first chunk: the worker processes are forked by then
                 progress.start(total, unit)
@@ -171,7 +186,8 @@ def run_chunks(
     summary.seconds = time.perf_counter() - started
     if kind.format is not Format.PARQUET:
         summary.input_blake3 = hasher.hexdigest()
-    write_manifest(request.manifest, manifest(request, metadata, summary, rejects.count > 0))
+    record = manifest(request, metadata, summary, rejects.count > 0)
+    write_manifest(request.manifest, {**record, **writing.extra})
     return summary
 
 
