@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import subprocess
@@ -62,6 +63,8 @@ def machine_facts() -> dict[str, Any]:
 def _number(value: float | None, unit: str = "ms") -> str:
     if value is None:
         return ""
+    if math.isnan(value):
+        return "skipped"
     if unit in ("req/s", "rows/s"):
         return f"{value:,.0f} {unit}"
     if unit == "ms" and value >= 100:
