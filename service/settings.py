@@ -117,6 +117,14 @@ class Settings(BaseSettings):
         BatchErrorPolicy.REJECT, description="reject: any bad row -> 422; score-valid: score the rest"
     )
 
+    # signed versions (service/model/signing.py): Ed25519 key files, e.g. Swarm secrets
+    signing_key_file: Path | None = Field(
+        None, description="Private key (PEM) that signs every version this process publishes"
+    )
+    verify_key_file: Path | None = Field(
+        None, description="Public key (PEM); when set, serving refuses a version it did not sign"
+    )
+
     # response cache
     redis_url: str | None = Field(None, description="redis://host:port/db; unset = in-process LRU")
     redis_password_file: Path | None = Field(

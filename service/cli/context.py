@@ -26,11 +26,14 @@ def load_settings(artifacts_dir: Path | None = None, **overrides: Any) -> Settin
 
 def open_registry(settings: Settings) -> Registry:
     """The registry the settings name, announced on stderr (stdout stays parseable) as an absolute path."""
-    from service.model.registry import (
-        Registry,
-    )  # pulls in joblib and numpy: only for the commands that need it
+    from service.model.registry import Registry  # numpy: only for the commands that need it
 
-    registry = Registry(settings.artifacts_dir.resolve(), settings.model_name)
+    registry = Registry(
+        settings.artifacts_dir.resolve(),
+        settings.model_name,
+        signing_key=settings.signing_key_file,
+        verify_key=settings.verify_key_file,
+    )
     typer.echo(f"registry: {registry.dir}", err=True)
     return registry
 

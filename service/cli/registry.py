@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from service.cli.context import load_settings, open_registry
 from service.cli.options import ArtifactsDir
+
+if TYPE_CHECKING:
+    from service.model.registry import Registry
 
 PANEL = "Registry"
 commands = typer.Typer(
@@ -59,10 +63,56 @@ def _summary(meta: dict[str, Any]) -> None:
 def registry_verify(
     ref: Annotated[str, typer.Argument(help="alias or version")], artifacts_dir: ArtifactsDir = None
 ) -> None:
-    """Check every file's sha256, load the model and run its golden rows."""
+    """Check every file's sha256 (and the signature, with a verify key), read scorer.json and run the
+    golden rows through it, as a serving worker would; nothing is unpickled."""
     registry = open_registry(load_settings(artifacts_dir))
-    loaded = registry.verify(ref)
-    typer.echo(f"{registry.name}/{loaded.version}: OK (sha256 verified, golden rows reproduced)")
+    version, signed_by = _serving_check(registry, ref)
+    signed = f", signed by key {signed_by}" if signed_by else ""
+    typer.echo(f"{registry.name}/{version}: OK (sha256 verified{signed}, golden rows reproduced)")
+
+
+def _serving_check(registry: Registry, ref: str) -> tuple[str, str | None]:
+    from service.serving.scorer import CompiledModel
+
+    artifact = registry.load_serving(ref)
+    CompiledModel.from_artifact(artifact).self_check(artifact.metadata.get("golden_rows", {}))
+    return artifact.version, artifact.signed_by
+
+
+@commands.command("upgrade")
+def registry_upgrade(
+    ref: Annotated[str, typer.Argument(help="alias or version")], artifacts_dir: ArtifactsDir = None
+) -> None:
+    """Add scorer.json (the serving artifact) to a version written before it existed. This unpickles the
+    version's model.joblib: run it only on versions you trust."""
+    registry = open_registry(load_settings(artifacts_dir))
+    changed = registry.upgrade(ref)
+    version, _ = _serving_check(registry, ref)
+    typer.echo(
+        f"{registry.name}/{version}: " + ("scorer.json added" if changed else "already has scorer.json")
+    )
+
+
+@commands.command("keygen")
+def registry_keygen(
+    directory: Annotated[Path, typer.Argument(help="where to write signing-key.pem and verify-key.pem")],
+) -> None:
+    """A new Ed25519 key pair: the private key signs versions (PROPENSITY_SIGNING_KEY_FILE, where models
+    are published), the public one is what replicas verify with (PROPENSITY_VERIFY_KEY_FILE)."""
+    from service.model.signing import generate_keys
+
+    private, public = generate_keys(directory)
+    typer.echo(f"private key {private} (mode 0600)\npublic key  {public}")
+
+
+@commands.command("sign")
+def registry_sign(
+    ref: Annotated[str, typer.Argument(help="alias or version")], artifacts_dir: ArtifactsDir = None
+) -> None:
+    """Sign a version (its files verified first) with PROPENSITY_SIGNING_KEY_FILE."""
+    registry = open_registry(load_settings(artifacts_dir))
+    path = registry.sign(ref)
+    typer.echo(f"{registry.name}/{registry.resolve(ref)}: signed ({path})")
 
 
 @commands.command("promote")
@@ -73,7 +123,7 @@ def registry_promote(
 ) -> None:
     """Point an alias at a version (verified first). Serving replicas follow `production`."""
     registry = open_registry(load_settings(artifacts_dir))
-    registry.verify(version)
+    _serving_check(registry, version)  # what a replica will load: refused here rather than on every replica
     info = registry.set_alias(alias, version)
     typer.echo(f"{alias} -> {info['version']} (previous: {', '.join(info['history'][:1]) or 'none'})")
 

@@ -120,15 +120,17 @@ def _format(name: str | None) -> Format | None:
 
 
 def _model(settings: Settings, ref: str | None) -> CompiledModel:
-    """The model to score with: loaded, verified, compiled and checked on its golden rows, as a replica
-    loads it (the approved model is imported into an empty registry, as `serve` does)."""
-    from service.model.notebook_import import ensure_production
+    """The model to score with: verified, read from scorer.json, compiled and checked on its golden rows,
+    as a replica loads it (the approved model is imported into an empty registry, as `serve` does)."""
     from service.serving.scorer import CompiledModel
 
     registry = open_registry(settings)
-    if ref is None and settings.model_version is None:
+    if ref is None and settings.model_version is None and "production" not in registry.aliases():
+        # the training stack, imported only to rebuild the approved model in an empty registry
+        from service.model.notebook_import import ensure_production
+
         ensure_production(registry)
-    artifact = registry.load(ref or settings.model_version or settings.model_alias)
+    artifact = registry.load_serving(ref or settings.model_version or settings.model_alias)
     compiled = CompiledModel.from_artifact(artifact, passthrough=settings.passthrough_fields)
     compiled.self_check(artifact.metadata.get("golden_rows", {}))
     typer.echo(f"model: {compiled.name} {compiled.version}", err=True)

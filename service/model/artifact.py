@@ -1,20 +1,13 @@
-"""One model version on disk: the fitted model object, its metadata, and integrity checks.
+"""One model version as the training side reads it: the fitted model object (unpickled), its metadata.
 
-A version directory holds:
-    model.joblib    FittedModel (sklearn Pipeline + final GLM coefficients + intercept + cutoff)
-    summary.txt     the statsmodels summary of the final fit
-    metadata.json   everything a reader needs without unpickling (schema, coefficients, metrics, ...)
-    SHA256SUMS      sha256 of the three files above, in `sha256sum -c` format
-
-Loading verifies every sha256 BEFORE anything is unpickled, then runs the golden rows through the
-pipeline and refuses a model that does not reproduce them.
+The files of a version are described in service/model/artifact_files.py. Loading verifies every sha256
+BEFORE anything is unpickled, then runs the golden rows through the pipeline and refuses a model that does
+not reproduce them. A serving worker never comes here: it loads scorer.json
+(service/model/serving_artifact.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +18,18 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from service.errors import ArtifactIntegrityError, SelfCheckFailed
-
-MODEL_FILE = "model.joblib"
-SUMMARY_FILE = "summary.txt"
-METADATA_FILE = "metadata.json"
-CHECKSUMS_FILE = "SHA256SUMS"
-GOLDEN_TOLERANCE = 1e-9
+from service.model.artifact_files import (
+    CHECKSUMS_FILE,
+    GOLDEN_TOLERANCE,
+    METADATA_FILE,
+    MODEL_FILE,
+    SUMMARY_FILE,
+    json_safe,
+    read_checksums,
+    sha256_file,
+    verify_directory,
+    write_checksums,
+)
 
 
 def sigmoid(eta: np.ndarray) -> np.ndarray:
@@ -78,77 +77,6 @@ class FittedModel:
         return out[sorted(out.columns)]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def json_safe(value: Any) -> Any:
-    """NaN -> None, numpy scalars -> Python, recursively; for metadata and golden rows."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_checksums(directory: Path, names: list[str]) -> None:
-    lines = [f"{sha256_file(directory / name)}  {name}\n" for name in names]
-    (directory / CHECKSUMS_FILE).write_text("".join(lines))
-
-
-def read_checksums(directory: Path) -> dict[str, str]:
-    path = directory / CHECKSUMS_FILE
-    if not path.is_file():
-        raise ArtifactIntegrityError(
-            f"{directory}: {CHECKSUMS_FILE} is missing; refusing an incomplete artifact"
-        )
-    sums: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        if len(digest) != 64 or not name:
-            raise ArtifactIntegrityError(f"{path}: malformed line {line[:80]!r}")
-        sums[name] = digest
-    return sums
-
-
-def verify_directory(directory: Path) -> dict[str, Any]:
-    """Check every file's sha256 (metadata.json via SHA256SUMS, the rest via metadata `files`).
-
-    Returns the parsed metadata. Raises ArtifactIntegrityError naming the first bad or missing file.
-    """
-    if not directory.is_dir():
-        raise ArtifactIntegrityError(f"{directory}: not an artifact directory")
-    sums = read_checksums(directory)
-    for name in (METADATA_FILE, MODEL_FILE, SUMMARY_FILE):
-        if name not in sums:
-            raise ArtifactIntegrityError(f"{directory}: {CHECKSUMS_FILE} does not list {name}")
-    for name, expected in sums.items():
-        path = directory / name
-        if not path.is_file():
-            raise ArtifactIntegrityError(f"{directory}: {name} is missing; refusing an incomplete artifact")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ArtifactIntegrityError(
-                f"{directory}: {name} sha256 {actual[:12]}… does not match {expected[:12]}…; "
-                "the artifact was modified after it was written"
-            )
-    metadata: dict[str, Any] = json.loads((directory / METADATA_FILE).read_text())
-    for name, info in metadata.get("files", {}).items():
-        if sums.get(name) != info.get("sha256"):
-            raise ArtifactIntegrityError(
-                f"{directory}: metadata sha256 of {name} disagrees with {CHECKSUMS_FILE}"
-            )
-    return metadata
-
-
 def check_golden_rows(model: FittedModel, golden: dict[str, Any], where: str) -> float:
     """Run the golden rows through the reference pipeline; returns max |Δphat| or raises SelfCheckFailed."""
     inputs = golden.get("inputs") or []
@@ -189,3 +117,20 @@ def load_artifact(directory: Path, *, self_check: bool = True) -> LoadedArtifact
     if self_check:
         check_golden_rows(payload, metadata.get("golden_rows", {}), str(directory))
     return LoadedArtifact(path=directory, metadata=metadata, model=payload)
+
+
+__all__ = [
+    "CHECKSUMS_FILE",
+    "GOLDEN_TOLERANCE",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "SUMMARY_FILE",
+    "FittedModel",
+    "LoadedArtifact",
+    "json_safe",
+    "load_artifact",
+    "read_checksums",
+    "sha256_file",
+    "verify_directory",
+    "write_checksums",
+]

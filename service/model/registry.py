@@ -24,25 +24,27 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import joblib
-
-from service.errors import ArtifactError, ArtifactNotFound
-from service.model.artifact import (
+from service.errors import ArtifactError, ArtifactIntegrityError, ArtifactNotFound
+from service.model.artifact_files import (
     CHECKSUMS_FILE,
     METADATA_FILE,
     MODEL_FILE,
     SUMMARY_FILE,
-    FittedModel,
-    LoadedArtifact,
     json_safe,
-    load_artifact,
+    read_checksums,
     sha256_file,
     verify_directory,
     write_checksums,
 )
+from service.model.scorer_spec import SCORER_FILE, ScorerSpec, spec_of
+from service.model.serving_artifact import ServingArtifact, load_serving_artifact
+from service.model.signing import SIGNATURE_FILE, signature_for
 from service.settings import check_model_name
+
+if TYPE_CHECKING:  # the training side: unpickling, joblib, pandas and sklearn are imported when used
+    from service.model.artifact import FittedModel, LoadedArtifact
 
 VERSION_RE = re.compile(r"^v(\d+)$")
 ALIASES_FILE = "aliases.json"
@@ -84,6 +86,7 @@ def library_versions() -> dict[str, str]:
     published, not when a serving worker imports the registry."""
     import platform
 
+    import joblib
     import numpy
     import pandas
     import scipy
@@ -115,7 +118,17 @@ class VersionInfo:
 
 
 class Registry:
-    def __init__(self, root: Path, name: str = "propensity") -> None:
+    """`signing_key`: an Ed25519 private key (PEM) that signs every version published or upgraded here;
+    `verify_key`: the public key without whose signature load_serving refuses a version."""
+
+    def __init__(
+        self,
+        root: Path,
+        name: str = "propensity",
+        *,
+        signing_key: Path | None = None,
+        verify_key: Path | None = None,
+    ) -> None:
         try:
             check_model_name(name)
         except ValueError as exc:  # ".." or "a/b" would point the registry outside its root
@@ -123,6 +136,8 @@ class Registry:
         self.root = Path(root)
         self.name = name
         self.dir = self.root / name
+        self.signing_key = signing_key
+        self.verify_key = verify_key
 
     # --- reading --------------------------------------------------------------------------------
     def versions(self) -> list[str]:
@@ -175,10 +190,20 @@ class Registry:
 
     def verify(self, ref: str) -> LoadedArtifact:
         """Full check: sha256 of every file, then unpickle and run the golden rows."""
+        from service.model.artifact import load_artifact  # the training stack
+
         return load_artifact(self.path(ref))
 
     def load(self, ref: str) -> LoadedArtifact:
+        """The version with its fitted Pipeline, unpickled: for training, evaluation and audit only."""
+        from service.model.artifact import load_artifact  # the training stack
+
         return load_artifact(self.path(ref))
+
+    def load_serving(self, ref: str) -> ServingArtifact:
+        """The version as a serving worker loads it: verified (signed, when a verify key is set), scorer.json
+        parsed; nothing unpickled."""
+        return load_serving_artifact(self.path(ref), self.verify_key)
 
     def list(self) -> list[VersionInfo]:
         by_version: dict[str, list[str]] = {}
@@ -219,9 +244,14 @@ class Registry:
         metadata: dict[str, Any],
         summary: str,
         *,
-        check: Callable[[Path], object] = load_artifact,
+        check: Callable[[Path], object] | None = None,
     ) -> str:
-        """Write a new version atomically and return its name. Nothing is left behind on failure."""
+        """Write a new version atomically and return its name. Nothing is left behind on failure. `check`
+        (default: load it back, unpickled, and run its golden rows) must accept the written directory."""
+        import joblib  # the training stack: only a publisher writes pickles
+
+        from service.model.artifact import load_artifact
+
         with self._locked():
             existing = self.versions()
             version = f"v{int(existing[-1][1:]) + 1 if existing else 1}"
@@ -229,24 +259,23 @@ class Registry:
             try:
                 joblib.dump(model, staging / MODEL_FILE)
                 (staging / SUMMARY_FILE).write_text(summary)
+                write_scorer(staging, spec_of(model))
                 meta = {
                     "name": self.name,
                     "version": version,
                     "created_at": now_iso(),
                     **metadata,
                     "library_versions": library_versions(),
-                    "files": {
-                        name: {
-                            "sha256": sha256_file(staging / name),
-                            "bytes": (staging / name).stat().st_size,
-                        }
-                        for name in (MODEL_FILE, SUMMARY_FILE)
-                    },
+                    "files": files_of(staging, (MODEL_FILE, SCORER_FILE, SUMMARY_FILE)),
                 }
                 (staging / METADATA_FILE).write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False))
-                write_checksums(staging, [METADATA_FILE, MODEL_FILE, SUMMARY_FILE])
-                check(staging)  # refuse to publish what we could not load back
-                for name in (MODEL_FILE, SUMMARY_FILE, METADATA_FILE, CHECKSUMS_FILE):
+                write_checksums(staging, [METADATA_FILE, MODEL_FILE, SCORER_FILE, SUMMARY_FILE])
+                names = [MODEL_FILE, SCORER_FILE, SUMMARY_FILE, METADATA_FILE, CHECKSUMS_FILE]
+                if self.signing_key is not None:
+                    (staging / SIGNATURE_FILE).write_bytes(signature_for(staging, self.signing_key))
+                    names.append(SIGNATURE_FILE)
+                (check or load_artifact)(staging)  # refuse to publish what we could not load back
+                for name in names:
                     os.chmod(staging / name, FILE_MODE)
                     fsync_path(staging / name)
                 os.chmod(staging, DIR_MODE)
@@ -257,6 +286,39 @@ class Registry:
                 raise
             fsync_path(self.dir)
         return version
+
+    def upgrade(self, ref: str) -> bool:
+        """Add scorer.json to a version written before it existed, from its pickle (an operator's step:
+        this unpickles), the sums and metadata rewritten to list it; signed when a signing key is set.
+        False when the version already has one (nothing changes)."""
+        from service.model.artifact import load_artifact  # the training stack, on purpose
+
+        directory = self.path(ref)
+        with self._locked():
+            if SCORER_FILE in read_checksums(directory):
+                return False
+            artifact = load_artifact(directory)
+            write_scorer(directory, spec_of(artifact.model), atomic=True)
+            meta = dict(artifact.metadata)
+            meta["files"] = {**meta.get("files", {}), **files_of(directory, (SCORER_FILE,))}
+            meta["upgraded_at"] = now_iso()
+            write_atomic(directory / METADATA_FILE, json.dumps(json_safe(meta), indent=1).encode())
+            names = [n for n in read_checksums(directory) if n != SCORER_FILE]
+            sums = [f"{sha256_file(directory / n)}  {n}\n" for n in [*names, SCORER_FILE]]
+            write_atomic(directory / CHECKSUMS_FILE, "".join(sums).encode())
+            if self.signing_key is not None:
+                write_atomic(directory / SIGNATURE_FILE, signature_for(directory, self.signing_key))
+        return True
+
+    def sign(self, ref: str) -> Path:
+        """Sign a version as it is (its files verified first) with the signing key."""
+        if self.signing_key is None:
+            raise ArtifactError("no signing key: set PROPENSITY_SIGNING_KEY_FILE")
+        directory = self.path(ref)
+        verify_directory(directory)
+        with self._locked():
+            write_atomic(directory / SIGNATURE_FILE, signature_for(directory, self.signing_key))
+        return directory / SIGNATURE_FILE
 
     def set_alias(self, alias: str, version: str) -> dict[str, Any]:
         """Point `alias` at `version` (verified first); the previous target goes onto the history."""
@@ -289,6 +351,24 @@ class Registry:
 
     def _write_aliases(self, aliases: dict[str, Any]) -> None:
         write_atomic(self.dir / ALIASES_FILE, json.dumps(aliases, indent=1, sort_keys=True).encode())
+
+
+def write_scorer(directory: Path, spec: ScorerSpec, *, atomic: bool = False) -> None:
+    """scorer.json, after checking it reads back to the same spec (floats to the same bits)."""
+    data = spec.to_json()
+    if ScorerSpec.from_json(data) != spec:
+        raise ArtifactIntegrityError(f"{directory}: the scorer file does not read back to the model it holds")
+    if atomic:
+        write_atomic(directory / SCORER_FILE, data)
+    else:
+        (directory / SCORER_FILE).write_bytes(data)
+
+
+def files_of(directory: Path, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
+        for name in names
+    }
 
 
 __all__ = ["CHECKSUMS_FILE", "Registry", "VersionInfo"]

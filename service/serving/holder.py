@@ -6,7 +6,8 @@ siblings could serve. If the first attempt fails (a bad artifact, an unreadable 
 starts anyway: /health/live answers, /health/ready says why it is not ready, and the follower keeps trying.
 
 It then polls the registry's aliases file (one stat() per interval). When the followed alias moves, the
-new version goes through load -> verify sha256 -> compile -> golden-row self-check, and only then
+new version goes through verify sha256 (and its signature) -> read scorer.json -> compile -> golden-row
+self-check (never an unpickle: service/model/serving_artifact.py), and only then
 replaces the current one in a single reference assignment. A request reads `holder.current` once, so it
 is scored by exactly one version. A version that fails any step is never served.
 
@@ -35,8 +36,8 @@ from service.errors import (
     PropensityError,
     SelfCheckFailed,
 )
-from service.model.artifact import LoadedArtifact
 from service.model.registry import Registry, Stamp
+from service.model.serving_artifact import ServingArtifact
 from service.serving.metrics import Metrics
 from service.serving.scorer import CompiledModel
 from service.settings import Settings
@@ -92,7 +93,9 @@ class ModelHolder:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.registry = registry or Registry(settings.artifacts_dir, settings.model_name)
+        self.registry = registry or Registry(
+            settings.artifacts_dir, settings.model_name, verify_key=settings.verify_key_file
+        )
         self.current: CompiledModel | None = None
         self.metadata: dict[str, Any] = {}
         self.last_error: str | None = None
@@ -211,7 +214,7 @@ class ModelHolder:
                 if self.current is not None and version == self.current.version:
                     self._recovered(stamp, f"following {version} again")
                     return
-                artifact = self.registry.load(version)
+                artifact = self.registry.load_serving(version)
                 compiled = CompiledModel.from_artifact(artifact, self.settings.passthrough_fields)
                 compiled.self_check(artifact.metadata.get("golden_rows", {}))
             except Exception as exc:  # a bad registry or version must never take the worker or follower down
@@ -219,7 +222,7 @@ class ModelHolder:
                 return
             self._swap(compiled, artifact, stamp)
 
-    def _swap(self, compiled: CompiledModel, artifact: LoadedArtifact, stamp: Stamp | None) -> None:
+    def _swap(self, compiled: CompiledModel, artifact: ServingArtifact, stamp: Stamp | None) -> None:
         previous = self.current
         self.current = compiled  # the swap: one reference assignment
         self.metadata = artifact.metadata

@@ -16,12 +16,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from service.errors import ArtifactError, FieldError, SelfCheckFailed
-from service.model.artifact import GOLDEN_TOLERANCE, FittedModel, LoadedArtifact
+from service.model.artifact_files import GOLDEN_TOLERANCE
 from service.model.parsing import (
     MISSING_CODE,
     category_code,
@@ -32,10 +32,15 @@ from service.model.parsing import (
     truncate,
 )
 from service.model.schema import schema_columns
+from service.model.scorer_spec import ScorerSpec, spec_of
+from service.model.serving_artifact import ServingArtifact
 from service.serving.batch import Batch, JsonBatch
 from service.serving.decoding import CONTAINERS, ColumnDecoder, shallow
 from service.serving.row_keys import ColumnNames
 from service.settings import DEFAULT_PASSTHROUGH_FIELDS
+
+if TYPE_CHECKING:  # the training side's types: a serving worker compiles a ScorerSpec
+    from service.model.artifact import FittedModel, LoadedArtifact
 
 # Up to this many rows are scored row by row in plain Python: the array path costs ~200 numpy calls per
 # batch whatever its size, the row path a little per row. Both give the same bits.
@@ -99,11 +104,12 @@ class Scored:
 
 
 class CompiledModel:
-    """Array code for one model version, built from its fitted Pipeline."""
+    """Array code for one model version, built from its serving artifact (a ScorerSpec), or from a fitted
+    Pipeline by way of the same spec (the parity tests, the training side)."""
 
     def __init__(
         self,
-        model: FittedModel,
+        model: ScorerSpec | FittedModel,
         *,
         version: str,
         sha256: str,
@@ -111,52 +117,30 @@ class CompiledModel:
         known_columns: Iterable[str] | None = None,
         passthrough: Sequence[str] = DEFAULT_PASSTHROUGH_FIELDS,
     ) -> None:
+        spec = model if isinstance(model, ScorerSpec) else spec_of(model)
         self.version = version
         self.sha256 = sha256
         self.name = name
-        self.cutoff = float(model.cutoff)
-        self.features = model.feature_names
-        self.coefficients = [float(c) for c in model.coefficients]
-        self.intercept = float(model.intercept)  # 0.0 but for a recalibrated champion
-        parse = model.pipeline.named_steps["parse"]
-        prepare = model.pipeline.named_steps["prepare"]
-        formats = parse.formats or {}
-        numeric = prepare.named_transformers_["numeric"]
-        numeric_columns = list(prepare.transformers_[0][2])
-        imputer, scaler = numeric.named_steps["impute"], numeric.named_steps["scale"]
-        dummies = prepare.named_transformers_["dummies"]
-
-        self.numeric: list[NumericInput] = []
-        self.products: list[tuple[str, str, str]] = []  # (model input "a*b", a, b): pairwise interactions
-        by_column: dict[str, dict[str, int]] = {}
-        for feature in self.features:
-            if "*" in feature:
-                a, _, b = feature.partition("*")
-                self.products.append((feature, a, b))
-                continue
-            if feature in numeric_columns:
-                j = numeric_columns.index(feature)
-                self.numeric.append(
-                    NumericInput(
-                        name=feature,
-                        fmt=formats.get(feature, "number"),
-                        fill=float(imputer.statistics_[j]),
-                        mean=float(scaler.mean_[j]),
-                        scale=float(scaler.scale_[j]),
-                    )
-                )
-                continue
-            column, level = self._dummy_source(feature, dummies.levels_)
-            levels = dummies.levels_[column]
-            by_column.setdefault(column, {})[feature] = MISSING_CODE if level is None else levels.index(level)
+        self.cutoff = spec.cutoff
+        self.features = list(spec.features)
+        self.coefficients = list(spec.coefficients)
+        self.intercept = spec.intercept  # 0.0 but for a recalibrated champion
+        self.numeric: list[NumericInput] = [
+            NumericInput(name=n.name, fmt=n.fmt, fill=n.fill, mean=n.mean, scale=n.scale)
+            for n in spec.numeric
+        ]
+        # (model input "a*b", a, b): pairwise interactions
+        self.products: list[tuple[str, str, str]] = [
+            (f, *f.partition("*")[::2]) for f in self.features if "*" in f
+        ]
         self.categories = [
             CategoryInput(
-                column=c,
-                levels=tuple(str(v) for v in dummies.levels_[c]),
-                lookup=category_lookup([str(v) for v in dummies.levels_[c]]),
-                dummies=d,
+                column=c.column,
+                levels=c.levels,
+                lookup=category_lookup(list(c.levels)),
+                dummies={d: MISSING_CODE if i is None else i for d, i in c.dummies.items()},
             )
-            for c, d in by_column.items()
+            for c in spec.categories
         ]
         plain = set(self.features) - {name for name, _, _ in self.products}
         for name, a, b in self.products:
@@ -166,7 +150,7 @@ class CompiledModel:
         self.used_columns = [n.name for n in self.numeric] + [c.column for c in self.categories]
         # The raw columns of the model's input schema: a row's other keys are counted as unknown.
         if known_columns is None:  # not given: the columns the fitted Pipeline was fit on
-            known_columns = getattr(parse, "feature_names_in_", self.used_columns)
+            known_columns = spec.known_columns
         self.known_columns = frozenset(str(c) for c in known_columns)
         clash = sorted(set(passthrough) & (self.known_columns | set(self.used_columns)))
         if clash:
@@ -203,25 +187,16 @@ class CompiledModel:
             sources[name] = tuple(dict.fromkeys(sources[a] + sources[b]))
         return sources
 
-    @staticmethod
-    def _dummy_source(feature: str, levels: dict[str, list[Any]]) -> tuple[str, str | None]:
-        for column, known in levels.items():
-            prefix = f"{column}_"
-            if feature.startswith(prefix):
-                level = feature[len(prefix) :]
-                if level == "nan":
-                    return column, None
-                if level in known:
-                    return column, level
-        raise ArtifactError(f"cannot compile model input {feature!r}: not a numeric column or a known dummy")
-
     @classmethod
     def from_artifact(
-        cls, artifact: LoadedArtifact, passthrough: Sequence[str] = DEFAULT_PASSTHROUGH_FIELDS
+        cls,
+        artifact: ServingArtifact | LoadedArtifact,
+        passthrough: Sequence[str] = DEFAULT_PASSTHROUGH_FIELDS,
     ) -> CompiledModel:
+        """From a serving artifact (scorer.json, what a worker loads) or the training side's unpickled one."""
         schema = artifact.metadata.get("input_schema")
         compiled = cls(
-            artifact.model,
+            artifact.spec if isinstance(artifact, ServingArtifact) else artifact.model,
             version=artifact.version,
             sha256=artifact.sha256,
             name=str(artifact.metadata.get("name", "propensity")),

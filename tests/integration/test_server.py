@@ -38,6 +38,22 @@ def test_fresh_registry_serves_the_approved_model(
     assert r.headers["x-request-id"]
 
 
+def test_no_serving_process_holds_the_training_stack(
+    server: Server, reference_rows: list[dict[str, Any]]
+) -> None:
+    """The workers serve from scorer.json: no pandas, scikit-learn or statsmodels extension module is
+    mapped into any of them (nor into the master), after they have scored."""
+    for _ in range(4):
+        httpx.post(server.url + "/predict", json=reference_rows)
+    workers = server.worker_pids()
+    assert len(workers) == 2
+    for pid in [server.process.pid, *workers]:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert pid == server.process.pid or "/numpy/" in maps  # the check sees a worker's extensions
+        held = {lib for lib in ("/pandas/", "/sklearn/", "/statsmodels/", "/joblib/") if lib in maps}
+        assert not held, (pid, held)
+
+
 def test_request_id_is_passed_through(server: Server, reference_rows: list[dict[str, Any]]) -> None:
     r = httpx.post(
         server.url + "/predict",

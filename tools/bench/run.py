@@ -22,6 +22,7 @@ from service.model.registry import Registry
 from tools.bench import (  # noqa: F401  (importing one registers it)
     cluster,
     csv_bench,
+    artifact_bench,
     files_bench,
     log_bench,
     mixed,
@@ -49,6 +50,7 @@ ORDER = (
     "overhead",
     "cluster",
     "files",
+    "artifact",
 )
 
 

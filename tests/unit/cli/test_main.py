@@ -61,6 +61,26 @@ def test_promote_rollback_and_errors(env: Path) -> None:
     assert code == 1 and "sha256" in out
 
 
+def test_keygen_sign_and_a_verifying_check(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run("import-notebook")
+    code, out = run("registry", "keygen", str(env / "keys"))
+    assert code == 0 and "mode 0600" in out
+    monkeypatch.setenv("PROPENSITY_VERIFY_KEY_FILE", str(env / "keys" / "verify-key.pem"))
+    code, out = run("registry", "verify", "production")
+    assert code == 1 and "not signed" in out
+    code, out = run("registry", "sign", "production")
+    assert code == 1 and "PROPENSITY_SIGNING_KEY_FILE" in out
+    monkeypatch.setenv("PROPENSITY_SIGNING_KEY_FILE", str(env / "keys" / "signing-key.pem"))
+    code, out = run("registry", "sign", "production")
+    assert code == 0 and "propensity/v1: signed" in out
+    code, out = run("registry", "verify", "production")
+    assert code == 0 and "OK (sha256 verified, signed by key " in out
+    code, out = run("registry", "upgrade", "v1")
+    assert code == 0 and "already has scorer.json" in out
+    code, out = run("registry", "keygen", str(env / "keys"))
+    assert code == 1 and "refusing to overwrite" in out
+
+
 def test_make_data_and_train(env: Path) -> None:
     csv = env / "train.csv"
     code, out = run("make-data", "--rows", "3000", "--seed", "4", "--out", str(csv))

@@ -66,7 +66,7 @@ def test_artifact_metadata(approved_registry: Registry) -> None:
     assert meta["standard_errors"]["x91"] == ref["final_standard_errors"]["x91"]
     assert meta["metrics"]["auc"]["test"] == pytest.approx(0.8021842765709619)
     assert meta["fit"]["nobs"] == 40000
-    assert set(meta["files"]) == {"model.joblib", "summary.txt"}
+    assert set(meta["files"]) == {"model.joblib", "scorer.json", "summary.txt"}
     assert meta["input_schema"]["categories"]["x81"][0] == "April"
     dist = meta["reference_distributions"]
     assert len(dist["numeric"]) == 96 and set(dist["categorical"]) == {"x5", "x31", "x81", "x82"}
