@@ -154,6 +154,15 @@ class ArtifactNotFound(ArtifactError):
     title = "No such model version or alias"
 
 
+class RegistryUnavailable(ArtifactError):
+    """The registry's server (MLflow) cannot be reached or answered with an error of its own: a failure
+    that may pass, unlike a refused version."""
+
+    status = 503
+    kind = "registry-unavailable"
+    title = "The model registry cannot be reached"
+
+
 class SelfCheckFailed(ArtifactError):
     kind = "self-check-failed"
     title = "Model failed its golden-row self-check"

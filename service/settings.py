@@ -117,6 +117,12 @@ class Settings(BaseSettings):
         BatchErrorPolicy.REJECT, description="reject: any bad row -> 422; score-valid: score the rest"
     )
 
+    # MLflow's Model Registry as the registry (service/model/mlflow_registry.py); unset: the directory
+    mlflow_tracking_uri: str | None = Field(
+        None, description="http(s)://host:5000 of an MLflow tracking server; unset = the directory registry"
+    )
+    mlflow_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one MLflow REST call")
+
     # signed versions (service/model/signing.py): Ed25519 key files, e.g. Swarm secrets
     signing_key_file: Path | None = Field(
         None, description="Private key (PEM) that signs every version this process publishes"

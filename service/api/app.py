@@ -28,7 +28,7 @@ from service.api.routes import router
 from service.api.state import AppState
 from service.api.v2_routes import router as v2_router
 from service.errors import Overloaded, PropensityError
-from service.model.registry import Registry
+from service.model.registries import ModelRegistry
 from service.monitoring.drift_monitor import DriftMonitor
 from service.monitoring.feedback import Feedback
 from service.monitoring.performance_gauges import PerformanceGauges
@@ -250,7 +250,7 @@ def build_cache(settings: Settings, metrics: Metrics) -> ResponseCache | None:
 def build_state(
     settings: Settings,
     metrics: Metrics,
-    registry: Registry | None,
+    registry: ModelRegistry | None,
     turns: SmallCallsFirst | None = None,
 ) -> AppState:
     """The services of one app: the model holder, the cache, the drift monitor and the pipeline over them."""
@@ -302,7 +302,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     metrics: Metrics | None = None,
-    registry: Registry | None = None,
+    registry: ModelRegistry | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
     metrics = metrics or Metrics(flush_interval=settings.metrics_flush_seconds)

@@ -11,7 +11,7 @@ import typer
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    from service.model.registry import Registry
+    from service.model.registries import ModelRegistry
 
 
 def load_settings(artifacts_dir: Path | None = None, **overrides: Any) -> Settings:
@@ -24,17 +24,12 @@ def load_settings(artifacts_dir: Path | None = None, **overrides: Any) -> Settin
     return Settings(**given)
 
 
-def open_registry(settings: Settings) -> Registry:
+def open_registry(settings: Settings) -> ModelRegistry:
     """The registry the settings name, announced on stderr (stdout stays parseable) as an absolute path."""
-    from service.model.registry import Registry  # numpy: only for the commands that need it
+    from service.model.registries import open_registry as opened  # numpy: only for the commands that need it
 
-    registry = Registry(
-        settings.artifacts_dir.resolve(),
-        settings.model_name,
-        signing_key=settings.signing_key_file,
-        verify_key=settings.verify_key_file,
-    )
-    typer.echo(f"registry: {registry.dir}", err=True)
+    registry = opened(settings)
+    typer.echo(f"registry: {registry.location}", err=True)
     return registry
 
 

@@ -14,7 +14,7 @@ from service.cli.context import load_settings, open_registry
 from service.cli.options import ArtifactsDir, duration
 
 if TYPE_CHECKING:
-    from service.model.registry import Registry
+    from service.model.registries import ModelRegistry
     from service.monitoring.drift_report import DriftResult
     from service.monitoring.performance import PredictionFrame
     from service.settings import Settings
@@ -59,7 +59,7 @@ def drift_report(
         raise typer.Exit(IN_ALERT)
 
 
-def _of_csv(data: Path, model: str | None, registry: Registry, settings: Settings) -> DriftResult:
+def _of_csv(data: Path, model: str | None, registry: ModelRegistry, settings: Settings) -> DriftResult:
     from service.monitoring.drift_report import drift_of_csv
     from service.monitoring.drift_stats import Thresholds
     from service.serving.scorer import CompiledModel
@@ -69,7 +69,7 @@ def _of_csv(data: Path, model: str | None, registry: Registry, settings: Setting
     return drift_of_csv(data, scorer, Thresholds.from_settings(settings), settings.drift_min_rows)
 
 
-def _of_spool(since: str, spool_dir: Path | None, registry: Registry, settings: Settings) -> DriftResult:
+def _of_spool(since: str, spool_dir: Path | None, registry: ModelRegistry, settings: Settings) -> DriftResult:
     from service.monitoring.drift_report import drift_of_spool
     from service.monitoring.drift_stats import Thresholds
 

@@ -12,7 +12,7 @@ from service.cli.context import load_settings, open_registry
 from service.cli.options import ArtifactsDir
 
 if TYPE_CHECKING:
-    from service.model.registry import Registry
+    from service.model.registries import ModelRegistry
 
 PANEL = "Registry"
 commands = typer.Typer(
@@ -26,7 +26,7 @@ def registry_list(artifacts_dir: ArtifactsDir = None) -> None:
     registry = open_registry(load_settings(artifacts_dir))
     rows = registry.list()
     if not rows:
-        typer.echo(f"{registry.dir}: no versions (run `propensity import-notebook`)")
+        typer.echo(f"{registry.location}: no versions (run `propensity import-notebook`)")
         return
     typer.echo(f"{'version':<8} {'created_at':<26} {'source':<9} {'auc_test':>8}  aliases")
     for r in rows:
@@ -71,7 +71,7 @@ def registry_verify(
     typer.echo(f"{registry.name}/{version}: OK (sha256 verified{signed}, golden rows reproduced)")
 
 
-def _serving_check(registry: Registry, ref: str) -> tuple[str, str | None]:
+def _serving_check(registry: ModelRegistry, ref: str) -> tuple[str, str | None]:
     from service.serving.scorer import CompiledModel
 
     artifact = registry.load_serving(ref)
@@ -113,6 +113,41 @@ def registry_sign(
     registry = open_registry(load_settings(artifacts_dir))
     path = registry.sign(ref)
     typer.echo(f"{registry.name}/{registry.resolve(ref)}: signed ({path})")
+
+
+@commands.command("export")
+def registry_export(
+    target: Annotated[str, typer.Argument(help="an MLflow tracking URI (http://host:5000) or a directory")],
+    artifacts_dir: ArtifactsDir = None,
+) -> None:
+    """Copy every version (files byte for byte, under the same names) and alias of this registry into
+    another: a directory registry into MLflow, or the other way round."""
+    from service.model.registries import open_registry as opened
+
+    settings = load_settings(artifacts_dir)
+    source, dest = open_registry(settings), opened(settings, target)
+    _copied(source, dest)
+
+
+@commands.command("import")
+def registry_import(
+    source: Annotated[str, typer.Argument(help="an MLflow tracking URI (http://host:5000) or a directory")],
+    artifacts_dir: ArtifactsDir = None,
+) -> None:
+    """Copy every version and alias of another registry (MLflow, or a directory) into this one."""
+    from service.model.registries import open_registry as opened
+
+    settings = load_settings(artifacts_dir)
+    _copied(opened(settings, source), open_registry(settings))
+
+
+def _copied(source: ModelRegistry, dest: ModelRegistry) -> None:
+    from service.model.registries import copy_versions
+
+    before = set(dest.versions())
+    done = [v for v in copy_versions(source, dest) if v not in before]
+    aliases = ", ".join(f"{a} -> {i['version']}" for a, i in sorted(dest.aliases().items()))
+    typer.echo(f"{source.location} -> {dest.location}: copied {', '.join(done) or 'none'}; {aliases}")
 
 
 @commands.command("promote")

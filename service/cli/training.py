@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from service.lifecycle.challengers import ComparisonOutcome
     from service.lifecycle.retrain import RetrainOutcome
     from service.lifecycle.scheduler import CycleResult
-    from service.model.registry import Registry
+    from service.model.registries import ModelRegistry
     from service.model.training import Recipe
     from service.settings import Settings
 
@@ -123,7 +123,7 @@ def _comparison(outcome: RetrainOutcome, model_name: str) -> None:
 
 
 def _retrain_from_log(
-    registry: Registry, settings: Settings, seconds: float, cutoff: str, chosen: Recipe
+    registry: ModelRegistry, settings: Settings, seconds: float, cutoff: str, chosen: Recipe
 ) -> None:
     from service.lifecycle.challengers import retrain_from_log
 

@@ -49,7 +49,8 @@ from service.model.evaluation import evaluate_models
 from service.model.notebook_import import ensure_production
 from service.model.parsing import is_missing
 from service.model.recalibration import KEEP, recalibrate
-from service.model.registry import Registry, now_iso
+from service.model.registries import ModelRegistry
+from service.model.registry import now_iso
 from service.model.schema import InputSchema, notebook_schema
 from service.model.training import RECIPES, Recipe, TrainingResult, train
 from service.settings import Settings
@@ -185,7 +186,7 @@ def _challengers(
 
 def compare_and_register(
     tf: TrainingFrame,
-    registry: Registry,
+    registry: ModelRegistry,
     settings: Settings,
     *,
     data: dict[str, Any],
@@ -217,7 +218,7 @@ def compare_and_register(
 
 def _judge(
     tf: TrainingFrame,
-    registry: Registry,
+    registry: ModelRegistry,
     settings: Settings,
     base: dict[str, Any],
     champion: LoadedArtifact,
@@ -284,7 +285,7 @@ def _judge(
 
 
 def _register(
-    registry: Registry,
+    registry: ModelRegistry,
     results: dict[str, TrainingResult],
     records: dict[str, dict[str, Any]],
     decisions: dict[str, str],
@@ -332,7 +333,7 @@ def load_logged_rows(settings: Settings, since: float, schema: InputSchema | Non
 
 
 def retrain_from_log(
-    registry: Registry,
+    registry: ModelRegistry,
     settings: Settings,
     since: float,
     *,

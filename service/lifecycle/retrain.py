@@ -45,7 +45,8 @@ from service.errors import DataValidationError, PropensityError
 from service.model.artifact import sha256_file
 from service.model.evaluation import Evaluation, evaluate_models
 from service.model.notebook_import import ensure_production
-from service.model.registry import Registry, now_iso
+from service.model.registries import ModelRegistry
+from service.model.registry import now_iso
 from service.model.schema import InputSchema, notebook_schema
 from service.model.training import RECIPES, Recipe, read_training_csv, train
 from service.settings import Settings
@@ -162,11 +163,11 @@ class RetrainOutcome:
     record: dict[str, Any]
 
 
-def decisions_path(registry: Registry) -> Path:
+def decisions_path(registry: ModelRegistry) -> Path:
     return registry.dir / DECISIONS_FILE
 
 
-def append_decision(registry: Registry, record: dict[str, Any]) -> None:
+def append_decision(registry: ModelRegistry, record: dict[str, Any]) -> None:
     """One JSON line per attempt; O_APPEND keeps concurrent writers' lines whole."""
     registry.dir.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
@@ -177,7 +178,7 @@ def append_decision(registry: Registry, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def read_decisions(registry: Registry) -> list[dict[str, Any]]:
+def read_decisions(registry: ModelRegistry) -> list[dict[str, Any]]:
     path = decisions_path(registry)
     if not path.is_file():
         return []
@@ -200,7 +201,7 @@ def _evaluation_record(evaluations: dict[str, Evaluation], differences: dict[str
 
 def retrain(
     path: Path,
-    registry: Registry,
+    registry: ModelRegistry,
     settings: Settings,
     recipe: Recipe | None = None,
 ) -> RetrainOutcome:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from service.lifecycle.retrain import read_decisions, retrain
 from service.model.artifact import sha256_file
-from service.model.registry import Registry
+from service.model.registries import ModelRegistry
 from service.model.training import Recipe
 from service.settings import Settings
 
@@ -47,7 +47,7 @@ class CycleResult:
 
 
 def run_cycle(
-    directory: Path, registry: Registry, settings: Settings, recipe: Recipe | None = None
+    directory: Path, registry: ModelRegistry, settings: Settings, recipe: Recipe | None = None
 ) -> CycleResult:
     """One scheduler cycle. Never raises for a failed retrain (it is recorded and logged)."""
     data = newest_csv(directory)
@@ -75,7 +75,7 @@ def run_cycle(
 def run_scheduler(
     directory: Path,
     every_seconds: float,
-    registry: Registry,
+    registry: ModelRegistry,
     settings: Settings,
     *,
     max_runs: int | None = None,

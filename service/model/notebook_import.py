@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from service.model.artifact import FittedModel, check_golden_rows
 from service.model.features import build_pipeline
 from service.model.profile import reference_distributions
-from service.model.registry import Registry
+from service.model.registries import ModelRegistry
 from service.model.schema import InputSchema, example_rows, notebook_reference, notebook_schema
 from service.model.synthetic import make_synthetic_frame
 
@@ -131,7 +131,7 @@ def approved_summary() -> str:
     return "\n".join(lines) + "\n"
 
 
-def import_notebook(registry: Registry, *, promote_if_empty: bool = True) -> str:
+def import_notebook(registry: ModelRegistry, *, promote_if_empty: bool = True) -> str:
     """Publish the approved model as a new version; make it `production` when no production exists."""
     model = approved_model()
     check_golden_rows(model, golden_rows(), "approved notebook model")
@@ -141,7 +141,7 @@ def import_notebook(registry: Registry, *, promote_if_empty: bool = True) -> str
     return version
 
 
-def ensure_production(registry: Registry) -> str:
+def ensure_production(registry: ModelRegistry) -> str:
     """The `production` version, importing (and promoting) the approved model on a registry without one."""
     if "production" not in registry.aliases():
         import_notebook(registry, promote_if_empty=True)

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +51,9 @@ ALIASES_FILE = "aliases.json"
 HISTORY_KEPT = 20
 FILE_MODE = 0o644
 DIR_MODE = 0o755
-Stamp = tuple[int, int, int, int]
+# What a follower compares to see that the aliases changed: the directory registry's (mtime_ns, ctime_ns,
+# inode, size) of aliases.json, MLflow's alias -> version pairs.
+Stamp = tuple[Any, ...]
 
 
 def fsync_path(path: Path) -> None:
@@ -138,6 +140,10 @@ class Registry:
         self.dir = self.root / name
         self.signing_key = signing_key
         self.verify_key = verify_key
+
+    @property
+    def location(self) -> str:
+        return str(self.dir)
 
     # --- reading --------------------------------------------------------------------------------
     def versions(self) -> list[str]:
@@ -248,8 +254,6 @@ class Registry:
     ) -> str:
         """Write a new version atomically and return its name. Nothing is left behind on failure. `check`
         (default: load it back, unpickled, and run its golden rows) must accept the written directory."""
-        import joblib  # the training stack: only a publisher writes pickles
-
         from service.model.artifact import load_artifact
 
         with self._locked():
@@ -257,35 +261,49 @@ class Registry:
             version = f"v{int(existing[-1][1:]) + 1 if existing else 1}"
             staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.dir))
             try:
-                joblib.dump(model, staging / MODEL_FILE)
-                (staging / SUMMARY_FILE).write_text(summary)
-                write_scorer(staging, spec_of(model))
-                meta = {
-                    "name": self.name,
-                    "version": version,
-                    "created_at": now_iso(),
-                    **metadata,
-                    "library_versions": library_versions(),
-                    "files": files_of(staging, (MODEL_FILE, SCORER_FILE, SUMMARY_FILE)),
-                }
-                (staging / METADATA_FILE).write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False))
-                write_checksums(staging, [METADATA_FILE, MODEL_FILE, SCORER_FILE, SUMMARY_FILE])
-                names = [MODEL_FILE, SCORER_FILE, SUMMARY_FILE, METADATA_FILE, CHECKSUMS_FILE]
-                if self.signing_key is not None:
-                    (staging / SIGNATURE_FILE).write_bytes(signature_for(staging, self.signing_key))
-                    names.append(SIGNATURE_FILE)
+                names = write_version(staging, model, metadata, summary, self.name, version, self.signing_key)
                 (check or load_artifact)(staging)  # refuse to publish what we could not load back
-                for name in names:
-                    os.chmod(staging / name, FILE_MODE)
-                    fsync_path(staging / name)
-                os.chmod(staging, DIR_MODE)
-                fsync_path(staging)
-                os.rename(staging, self.dir / version)
+                self._place(staging, names, version)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            fsync_path(self.dir)
         return version
+
+    def add_version(self, source: Path) -> str:
+        """A version directory written elsewhere (another registry's), verified and copied in under its own
+        name; refused when that name is taken here by other files."""
+        metadata = verify_directory(source)
+        version = str(metadata["version"])
+        if metadata.get("name") != self.name or not VERSION_RE.match(version):
+            raise ArtifactError(
+                f"{source}: version {version!r} of model {metadata.get('name')!r}, not of {self.name}"
+            )
+        with self._locked():
+            if (self.dir / version).is_dir():
+                if read_checksums(self.dir / version) == read_checksums(source):
+                    return version  # already here, the same files
+                raise ArtifactError(f"{self.name}/{version} exists here with other files: not replaced")
+            staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.dir))
+            try:
+                names = [p.name for p in source.iterdir() if p.is_file() and not p.name.startswith(".")]
+                for name in names:
+                    shutil.copyfile(source / name, staging / name)
+                verify_directory(staging)
+                self._place(staging, names, version)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return version
+
+    def _place(self, staging: Path, names: Sequence[str], version: str) -> None:
+        """The staged version made durable and visible under its name in one rename (under the lock)."""
+        for name in names:
+            os.chmod(staging / name, FILE_MODE)
+            fsync_path(staging / name)
+        os.chmod(staging, DIR_MODE)
+        fsync_path(staging)
+        os.rename(staging, self.dir / version)
+        fsync_path(self.dir)
 
     def upgrade(self, ref: str) -> bool:
         """Add scorer.json to a version written before it existed, from its pickle (an operator's step:
@@ -351,6 +369,39 @@ class Registry:
 
     def _write_aliases(self, aliases: dict[str, Any]) -> None:
         write_atomic(self.dir / ALIASES_FILE, json.dumps(aliases, indent=1, sort_keys=True).encode())
+
+
+def write_version(
+    directory: Path,
+    model: FittedModel,
+    metadata: dict[str, Any],
+    summary: str,
+    name: str,
+    version: str,
+    signing_key: Path | None,
+) -> list[str]:
+    """The files of version `version` into `directory` (model.joblib, scorer.json, summary.txt, metadata.json,
+    SHA256SUMS and, with a signing key, SIGNATURE); returns their names."""
+    import joblib  # the training stack: only a publisher writes pickles
+
+    joblib.dump(model, directory / MODEL_FILE)
+    (directory / SUMMARY_FILE).write_text(summary)
+    write_scorer(directory, spec_of(model))
+    meta = {
+        "name": name,
+        "version": version,
+        "created_at": now_iso(),
+        **metadata,
+        "library_versions": library_versions(),
+        "files": files_of(directory, (MODEL_FILE, SCORER_FILE, SUMMARY_FILE)),
+    }
+    (directory / METADATA_FILE).write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False))
+    write_checksums(directory, [METADATA_FILE, MODEL_FILE, SCORER_FILE, SUMMARY_FILE])
+    names = [MODEL_FILE, SCORER_FILE, SUMMARY_FILE, METADATA_FILE, CHECKSUMS_FILE]
+    if signing_key is not None:
+        (directory / SIGNATURE_FILE).write_bytes(signature_for(directory, signing_key))
+        names.append(SIGNATURE_FILE)
+    return names
 
 
 def write_scorer(directory: Path, spec: ScorerSpec, *, atomic: bool = False) -> None:

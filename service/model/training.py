@@ -27,7 +27,7 @@ from service.errors import DataValidationError
 from service.model.artifact import FittedModel, sha256_file
 from service.model.features import build_pipeline
 from service.model.profile import reference_distributions
-from service.model.registry import Registry
+from service.model.registries import ModelRegistry
 from service.model.schema import InputSchema, notebook_schema
 
 RANDOM_STATE = 13
@@ -277,7 +277,9 @@ def train(
     return TrainingResult(model=model, metadata=metadata, summary=summary, seconds=seconds, extra=extra)
 
 
-def train_csv(path: Path, registry: Registry, recipe: Recipe | None = None) -> tuple[str, TrainingResult]:
+def train_csv(
+    path: Path, registry: ModelRegistry, recipe: Recipe | None = None
+) -> tuple[str, TrainingResult]:
     """Validate, train and publish a new version (not promoted). Nothing is written on failure."""
     schema = notebook_schema()
     frame = read_training_csv(path, schema)

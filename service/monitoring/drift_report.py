@@ -38,7 +38,7 @@ from service.monitoring.drift_spool import read_spool
 from service.monitoring.drift_stats import ALERT, WARN, Thresholds
 
 if TYPE_CHECKING:
-    from service.model.registry import Registry
+    from service.model.registries import ModelRegistry
     from service.serving.scorer import CompiledModel
 
 BATCH = 10_000
@@ -85,7 +85,7 @@ def drift_of_csv(path: Path, model: CompiledModel, thresholds: Thresholds, min_r
 
 
 def drift_of_spool(
-    spool_dir: Path, since_seconds: float, registry: Registry, thresholds: Thresholds, min_rows: int
+    spool_dir: Path, since_seconds: float, registry: ModelRegistry, thresholds: Thresholds, min_rows: int
 ) -> DriftResult:
     """Sum the spool's chunks of the last `since_seconds`, for the version that scored the most rows."""
     now = time.time()

@@ -34,9 +34,11 @@ from service.errors import (
     ModelNotReady,
     ModelRefused,
     PropensityError,
+    RegistryUnavailable,
     SelfCheckFailed,
 )
-from service.model.registry import Registry, Stamp
+from service.model.registries import ModelRegistry, open_registry
+from service.model.registry import Stamp
 from service.model.serving_artifact import ServingArtifact
 from service.serving.metrics import Metrics
 from service.serving.scorer import CompiledModel
@@ -73,7 +75,7 @@ def describe(exc: Exception) -> str:
 def refusal(version: str | None, exc: Exception) -> str | None:
     """Why `version` was refused, without its paths or hashes; None when the version itself is not at
     fault (it could not be resolved or read: an OSError may pass, a file being copied in)."""
-    if version is None or isinstance(exc, OSError):
+    if version is None or isinstance(exc, OSError | RegistryUnavailable):
         return None
     if isinstance(exc, ArtifactIntegrityError):
         return "its files fail their integrity (sha256) check"
@@ -87,15 +89,13 @@ class ModelHolder:
         self,
         settings: Settings,
         metrics: Metrics,
-        registry: Registry | None = None,
+        registry: ModelRegistry | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.registry = registry or Registry(
-            settings.artifacts_dir, settings.model_name, verify_key=settings.verify_key_file
-        )
+        self.registry = registry or open_registry(settings)
         self.current: CompiledModel | None = None
         self.metadata: dict[str, Any] = {}
         self.last_error: str | None = None

@@ -20,9 +20,9 @@ from pathlib import Path
 from service.model.notebook_import import import_notebook
 from service.model.registry import Registry
 from tools.bench import (  # noqa: F401  (importing one registers it)
+    artifact_bench,
     cluster,
     csv_bench,
-    artifact_bench,
     files_bench,
     log_bench,
     mixed,

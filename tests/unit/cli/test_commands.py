@@ -25,7 +25,7 @@ DOCUMENTED = {
     "feedback": "feedback",
     "autoscale": "autoscaler",
 }
-REGISTRY = ["list", "show", "verify", "upgrade", "keygen", "sign", "promote", "rollback"]
+REGISTRY = ["list", "show", "verify", "upgrade", "keygen", "sign", "export", "import", "promote", "rollback"]
 
 
 def test_help_lists_every_documented_command() -> None:
