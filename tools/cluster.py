@@ -53,6 +53,7 @@ from tools.cluster_config import (
     write_private,
     write_secrets,
 )
+from tools.paths import REPO
 from tools.procs import ProcessRecord
 from tools.supervisor_config import SOCKET_NAME, Program
 
@@ -135,6 +136,7 @@ class Cluster:
         """Start order; supervisord stops them in reverse."""
         return [
             *(["postgres"] if self.config.postgres else []),
+            *(["mlflow"] if self.config.mlflow else []),
             *(["redis"] if self.config.redis else []),
             *self.config.replica_names(),
             "nginx",
@@ -209,13 +211,15 @@ class Cluster:
             listed = ", ".join(f"{port} ({name})" for name, port in taken.items())
             raise ClusterError(
                 f"port(s) already in use: {listed}. Stop whatever listens there, or choose other ports "
-                "(--nginx-port, --replica-port, --redis-port, --prometheus-port, --postgres-port)."
+                "(--nginx-port, --replica-port, --redis-port, --prometheus-port, --postgres-port, "
+                "--mlflow-port)."
             )
         programs = ["nginx", "prometheus", *(["redis-server"] if self.config.redis else [])]
         for program in programs:
             find_program(program)
         self.prepare()
-        self._import_model()
+        if not self.config.mlflow:
+            self._import_model()
         deadline = time.monotonic() + timeout
         try:
             if self.config.postgres:
@@ -223,6 +227,9 @@ class Cluster:
             self.start_supervisord(deadline - time.monotonic())
             if self.config.postgres:
                 self.start("postgres", deadline - time.monotonic())
+            if self.config.mlflow:
+                self.start("mlflow", deadline - time.monotonic())
+                self._import_model()
             if self.config.redis:
                 self.start("redis", deadline - time.monotonic())
             for name in self.config.replica_names():
@@ -327,6 +334,14 @@ class Cluster:
                 postgres.server_argv(self._postgres_bin(), self._postgres_data(), c.postgres_port)
             )
             return Program(name, argv, logs / "postgres.log", stop_seconds=30, stop_signal="INT", priority=50)
+        if name == "mlflow":  # SQLite and a local artifact store in the run dir, served through the server
+            argv = [
+                str(_mlflow_program()), "server", "--workers", "1",
+                "--host", HOST, "--port", str(c.mlflow_port),
+                "--backend-store-uri", f"sqlite:///{c.mlflow_dir / 'mlflow.db'}",
+                "--artifacts-destination", str(c.mlflow_dir / "artifacts"),
+            ]  # fmt: skip
+            return Program(name, argv, logs / "mlflow.log", stop_seconds=30, priority=50)
         if name == "redis":  # everything in redis.conf, the password included (not on the command line)
             return Program(name, [find_program("redis-server"), str(c.redis_conf_file)], logs / "redis.log")
         if name == "nginx":  # in the foreground; its access log on stdout, its error log on stderr
@@ -433,6 +448,7 @@ class Cluster:
                     else {}
                 ),
                 **({PREDICTION_LOG_URL: c.prediction_log_url} if c.prediction_log_url else {}),
+                **({"PROPENSITY_MLFLOW_TRACKING_URI": c.mlflow_url} if c.mlflow_url else {}),
                 **c.env,
             }
         )
@@ -445,6 +461,8 @@ class Cluster:
             check = self._redis_ready
         elif name == "postgres":
             check = self._postgres_ready
+        elif name == "mlflow":
+            check = self._mlflow_ready
         elif name == "nginx":
             check = self._nginx_ready
         elif name == "prometheus":
@@ -469,6 +487,10 @@ class Cluster:
             time.sleep(0.2)
         log = self.program(name).log
         raise ClusterError(f"{name} was not ready within {timeout:.0f}s; its log says:\n{procs.tail(log)}")
+
+    def _mlflow_ready(self) -> bool:
+        status, _ = http_get(self.config.mlflow_port, "/health")
+        return status == 200
 
     def _redis_ready(self) -> bool:
         """Redis answers, and accepts the generated password."""
@@ -564,12 +586,21 @@ class Cluster:
     def _import_model(self) -> None:
         """Import the approved model once, before N replicas would race to do it on an empty registry."""
         from service.model.notebook_import import ensure_production
-        from service.model.registry import Registry
+        from service.model.registries import open_registry
         from service.settings import Settings
 
-        settings = Settings(artifacts_dir=self.config.artifacts_dir)
+        settings = Settings(
+            artifacts_dir=self.config.artifacts_dir, mlflow_tracking_uri=self.config.mlflow_url
+        )
         if settings.model_version is None:
-            ensure_production(Registry(self.config.artifacts_dir, settings.model_name))
+            ensure_production(open_registry(settings))
+
+
+def _mlflow_program() -> Path:
+    """`mlflow` of its own venv (deploy/mlflow/requirements.lock), built on first use (a few minutes)."""
+    from tools.tool_venvs import tools_venv
+
+    return tools_venv("mlflow-server", REPO / "deploy" / "mlflow" / "requirements.lock").with_name("mlflow")
 
 
 def check_nginx_conf(conf: Path, prefix: Path) -> str:
@@ -603,6 +634,9 @@ def cli_up(
     redis_port: Annotated[int, typer.Option(help="redis-server's port")] = 6390,
     prometheus_port: Annotated[int, typer.Option(help="prometheus's port")] = 9091,
     postgres_port: Annotated[int, typer.Option(help="PostgreSQL's port (the prediction log)")] = 6391,
+    mlflow_port: Annotated[
+        int, typer.Option(help="the MLflow tracking server's port (with --mlflow)")
+    ] = 6392,
     redis: Annotated[
         bool, typer.Option("--redis/--no-redis", help="shared Redis cache or per-worker LRU")
     ] = True,
@@ -613,6 +647,13 @@ def cli_up(
             help="PostgreSQL for the prediction log, or the replicas' own setting (SQLite by default)",
         ),
     ] = True,
+    with_mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow/--no-mlflow",
+            help="an MLflow tracking server as the replicas' model registry, or the artifacts directory",
+        ),
+    ] = False,
     rate_limit: Annotated[
         float | None, typer.Option(help="nginx limit on /predict, req/s per client; 0 = off")
     ] = None,
@@ -637,6 +678,8 @@ def cli_up(
         postgres_port=postgres_port,
         redis=redis,
         postgres=with_postgres,
+        mlflow_port=mlflow_port,
+        mlflow=with_mlflow,
         rate_limit_per_second=rate_limit,
         api_keys_file=api_keys_file.resolve() if api_keys_file else None,
         max_large_requests=max_large_requests,
@@ -687,6 +730,7 @@ def _print_status(cluster: Cluster) -> None:
     typer.echo(f"public: {c.nginx_url}  prometheus: {c.prometheus_url}  redis: {c.redis_url or 'off (LRU)'}")
     log = c.prediction_log_url or "no PostgreSQL (each replica's own setting)"
     typer.echo(f"prediction log: {log}")
+    typer.echo(f"model registry: {c.mlflow_url or c.artifacts_dir} ({'MLflow' if c.mlflow else 'directory'})")
 
 
 if __name__ == "__main__":

@@ -43,9 +43,12 @@ class ClusterConfig:
     redis_port: int = 6390
     prometheus_port: int = 9091
     postgres_port: int = 6391
+    mlflow_port: int = 6392
     redis: bool = True  # False: no redis-server; every replica keeps its own in-process LRU
     # False: no PostgreSQL; the replicas log predictions wherever their settings say (SQLite by default)
     postgres: bool = True
+    # True: an MLflow tracking server (SQLite, artifacts in the run dir) is the replicas' model registry
+    mlflow: bool = False
     rate_limit_per_second: float = 0.0  # 0 = off
     rate_limit_burst: int = 50
     # A file of `"<key>" <client>;` lines (the Swarm api_keys secret's format): every request but nginx's
@@ -122,6 +125,8 @@ class ClusterConfig:
             ports["redis"] = self.redis_port
         if self.postgres:
             ports["postgres"] = self.postgres_port
+        if self.mlflow:
+            ports["mlflow"] = self.mlflow_port
         ports.update(zip(self.replica_names(), self.replica_ports(), strict=True))
         return ports
 
@@ -141,6 +146,15 @@ class ClusterConfig:
     def prediction_log_url(self) -> str | None:
         """The cluster's PostgreSQL database for the prediction log, as the replicas are given it."""
         return postgres.url(self.postgres_port) if self.postgres else None
+
+    @property
+    def mlflow_url(self) -> str | None:
+        return f"http://{HOST}:{self.mlflow_port}" if self.mlflow else None
+
+    @property
+    def mlflow_dir(self) -> Path:
+        """The MLflow server's SQLite database (mlflow.db) and artifact store (artifacts/): kept by down."""
+        return self.run_dir / "mlflow"
 
     def replica_urls(self) -> list[str]:
         return [f"http://{HOST}:{p}" for p in self.replica_ports()]
@@ -193,7 +207,7 @@ class ClusterConfig:
         paths = {k: Path(data[k]) for k in ("run_dir", "artifacts_dir")}
         keys = data.get("api_keys_file")
         # a cluster.json written before the cluster had PostgreSQL: it runs none
-        old = {"postgres": data.get("postgres", False)}
+        old = {"postgres": data.get("postgres", False), "mlflow": data.get("mlflow", False)}
         return cls(**{**data, **paths, **old, "api_keys_file": Path(keys) if keys else None})
 
 
