@@ -154,6 +154,18 @@ class ArtifactNotFound(ArtifactError):
     title = "No such model version or alias"
 
 
+class DuplicateVersion(ArtifactError):
+    """A version trained on the same data with the same recipe and code exists: it is reused, not copied."""
+
+    status = 409
+    kind = "duplicate-version"
+    title = "An identical version exists"
+
+    def __init__(self, detail: str, version: str) -> None:
+        super().__init__(detail)
+        self.version = version
+
+
 class RegistryUnavailable(ArtifactError):
     """The registry's server (MLflow) cannot be reached or answered with an error of its own: a failure
     that may pass, unlike a refused version."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -123,6 +124,10 @@ class Settings(BaseSettings):
     )
     mlflow_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one MLflow REST call")
 
+    actor: str | None = Field(
+        None, description="Who the audit log names for this process's promotions; unset = the login name"
+    )
+
     # signed versions (service/model/signing.py): Ed25519 key files, e.g. Swarm secrets
     signing_key_file: Path | None = Field(
         None, description="Private key (PEM) that signs every version this process publishes"
@@ -228,7 +233,13 @@ class Settings(BaseSettings):
 
     # gated retraining (service/model/retrain.py)
     retrain_auto_promote: bool = Field(
-        True, description="Promote a challenger that passes the gate; false = stage it for a human to promote"
+        False,
+        description="Promote a challenger that passes the gate by itself (a policy, off by default: a "
+        "passing challenger is staged for a person to promote)",
+    )
+    retrain_promote_cutoff: Literal["keep", "take"] = Field(
+        "keep",
+        description="With auto-promotion: keep the cutoff production serves, or take the challenger's own",
     )
     retrain_max_auc_drop: float = Field(0.005, ge=0, description="Challenger AUC may trail by at most this")
     retrain_min_auc: float = Field(

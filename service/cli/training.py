@@ -37,6 +37,9 @@ def train(data: TrainingCsv, artifacts_dir: ArtifactsDir = None) -> None:
 
     registry = open_registry(load_settings(artifacts_dir))
     version, result = train_csv(data, registry)
+    if "reused" in result.extra:
+        typer.echo(f"not registered: {result.extra['reused']} ({registry.name}/{version})")
+        return
     auc = result.metadata["metrics"]["auc"]
     typer.echo(
         f"registered {registry.name}/{version} in {result.seconds:.1f}s: "
@@ -97,7 +100,11 @@ def retrain(
         raise
     _comparison(outcome, registry.name)
     if outcome.decision == PROMOTED:
-        typer.echo(f"PROMOTED: production -> {outcome.version}")
+        kept = outcome.record["promoted"]["cutoff"]["served"]
+        derived = f" ({outcome.version} with the kept cutoff {kept:.4g})"
+        if outcome.served == outcome.version:
+            derived = ""
+        typer.echo(f"PROMOTED: production -> {outcome.served}{derived}")
         return
     gate = outcome.record["gate"]
     verdict = "REFUSED by the gate" if gate["refusals"] else "PASSED the gate but HELD for a human"

@@ -35,7 +35,9 @@ import numpy as np
 import pandas as pd
 
 from service.errors import DataValidationError, PropensityError
+from service.lifecycle.promotion import promote
 from service.lifecycle.retrain import (
+    ACTOR,
     APPROVED_RECIPE,
     FAILED,
     PROMOTED,
@@ -280,7 +282,7 @@ def _judge(
         absent=tf.absent,
         champion_evaluation=evaluations["champion"].as_dict(),
     )
-    _register(registry, results, records, decisions, outcome)
+    _register(registry, results, records, decisions, outcome, settings)
     return outcome
 
 
@@ -290,6 +292,7 @@ def _register(
     records: dict[str, dict[str, Any]],
     decisions: dict[str, str],
     outcome: ComparisonOutcome,
+    settings: Settings,
 ) -> None:
     """Publish what passed (the winner last, so staging and production move after every write), then
     append each challenger's record to the decisions log."""
@@ -303,9 +306,17 @@ def _register(
             version = registry.publish(result.model, result.metadata, result.summary)
             record["version"] = version
             if decisions[kind] in (PROMOTED, STAGED):
-                registry.set_alias("staging", version)
+                why = f"retrained on the prediction log ({kind}): {decisions[kind]}"
+                registry.set_alias("staging", version, by=ACTOR, reason=why)
             if decisions[kind] == PROMOTED:
-                registry.set_alias("production", version)
+                promoted = promote(
+                    registry,
+                    version,
+                    cutoff=settings.retrain_promote_cutoff,
+                    by=ACTOR,
+                    reason="the auto-promote policy (PROPENSITY_RETRAIN_AUTO_PROMOTE=true): the gate passed",
+                )
+                record["promoted"] = {"version": promoted.version, "cutoff": promoted.cutoff}
         outcome.challengers.append(ChallengerOutcome(kind, decisions[kind], version, record))
     for kind in results:  # in the report's order: refit, then recalibrated
         append_decision(registry, records[kind])

@@ -41,9 +41,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.errors import DataValidationError, PropensityError
+from service.errors import DataValidationError, DuplicateVersion, PropensityError
+from service.lifecycle.promotion import promote
 from service.model.artifact import sha256_file
 from service.model.evaluation import Evaluation, evaluate_models
+from service.model.lineage import fingerprint, lineage
 from service.model.notebook_import import ensure_production
 from service.model.registries import ModelRegistry
 from service.model.registry import now_iso
@@ -55,6 +57,7 @@ log = logging.getLogger("propensity.retrain")
 DECISIONS_FILE = "retraining.jsonl"
 PROMOTED, STAGED, FAILED = "promoted", "staged", "failed"
 APPROVED_RECIPE = "notebook"
+ACTOR = "retraining"  # who the audit log names for what the gate did
 
 
 @dataclass(frozen=True)
@@ -158,9 +161,16 @@ def validate_for_retraining(frame: pd.DataFrame, schema: InputSchema, settings: 
 @dataclass(frozen=True)
 class RetrainOutcome:
     decision: str  # promoted | staged
-    version: str
+    version: str  # the challenger (staging)
     champion: str
     record: dict[str, Any]
+
+    @property
+    def served(self) -> str | None:
+        """What production names after a promotion: the challenger, or it registered again with the kept
+        cutoff (service/lifecycle/promotion.py)."""
+        promoted = self.record.get("promoted")
+        return str(promoted["version"]) if promoted else None
 
 
 def decisions_path(registry: ModelRegistry) -> Path:
@@ -168,8 +178,25 @@ def decisions_path(registry: ModelRegistry) -> Path:
 
 
 def append_decision(registry: ModelRegistry, record: dict[str, Any]) -> None:
-    """One JSON line per attempt; O_APPEND keeps concurrent writers' lines whole."""
+    """One JSON line per attempt (O_APPEND keeps concurrent writers' lines whole); and the decision, with
+    its gate report, into the registry's audit log."""
     registry.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        registry.record(
+            {
+                "at": record.get("at"),
+                "event": "retrain",
+                "by": ACTOR,
+                "version": record.get("version"),
+                "decision": record.get("decision"),
+                "data": record.get("data"),
+                "recipe": record.get("recipe"),
+                "gate": record.get("gate"),
+                "error": record.get("error"),
+            }
+        )
+    except PropensityError as exc:  # the decision file below still has it
+        log.error("retrain decision not in the audit log: %s", exc.detail)
     line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
     fd = os.open(decisions_path(registry), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -212,7 +239,7 @@ def retrain(
     started = time.perf_counter()
     record: dict[str, Any] = {
         "at": now_iso(),
-        "data": {"path": str(path)},
+        "data": {"path": str(Path(path).resolve())},
         "recipe": recipe.name,
     }
     try:
@@ -245,7 +272,9 @@ def retrain(
         if recipe.name != APPROVED_RECIPE:
             held.append(f"recipe {recipe.name!r} is not the approved one; only a human promotes it")
         if not settings.retrain_auto_promote:
-            held.append("automatic promotion is off (PROPENSITY_RETRAIN_AUTO_PROMOTE=false)")
+            held.append(
+                "a person promotes it: `propensity registry promote` (the auto-promote policy is off)"
+            )
         decision = STAGED if refusals or held else PROMOTED
         record.update(
             {
@@ -260,14 +289,28 @@ def retrain(
                 "decision": decision,
             }
         )
+        data_sha256 = record["data"]["sha256"]
         result.metadata["retraining"] = record
-        result.metadata["data_sha256"] = record["data"]["sha256"]
-        result.metadata["training"]["data_path"] = str(path)
-        version = registry.publish(result.model, result.metadata, result.summary)
+        result.metadata["data_sha256"] = data_sha256
+        result.metadata["training"]["data_path"] = record["data"]["path"]
+        result.metadata["lineage"] = lineage(path, data_sha256, len(frame), recipe.name)
+        result.metadata["fingerprint"] = fingerprint(data_sha256, recipe.name)
+        try:
+            version = registry.publish(result.model, result.metadata, result.summary)
+        except DuplicateVersion as exc:  # the same file retrained: that version is the challenger again
+            version, record["reused"] = exc.version, exc.detail
         record["version"] = version
-        registry.set_alias("staging", version)
+        why = f"retrained on {record['data']['path']}: {decision}"
+        registry.set_alias("staging", version, by=ACTOR, reason=why, gate=record["gate"])
         if decision == PROMOTED:
-            registry.set_alias("production", version)
+            promoted = promote(
+                registry,
+                version,
+                cutoff=settings.retrain_promote_cutoff,
+                by=ACTOR,
+                reason="the auto-promote policy (PROPENSITY_RETRAIN_AUTO_PROMOTE=true): the gate passed",
+            )
+            record["promoted"] = {"version": promoted.version, "cutoff": promoted.cutoff}
     except Exception as exc:
         detail = exc.detail if isinstance(exc, PropensityError) else f"{type(exc).__name__}: {exc}"
         record.update(

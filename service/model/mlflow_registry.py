@@ -19,24 +19,30 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.errors import ArtifactError, ArtifactNotFound, RegistryUnavailable
-from service.model.artifact_files import CHECKSUMS_FILE, read_checksums, verify_directory
+from service.model.artifact_files import CHECKSUMS_FILE, json_safe, read_checksums, verify_directory
 from service.model.mlflow_rest import MlflowRest, tags_of
 from service.model.registry import (
     HISTORY_KEPT,
     VERSION_RE,
+    AuditEvents,
     Registry,
     Stamp,
     VersionInfo,
+    audit_event,
+    check_alias,
     now_iso,
+    refuse_alias_delete,
+    refuse_duplicate,
+    refuse_unknown_alias,
     write_version,
 )
 from service.model.serving_artifact import ServingArtifact, load_serving_artifact
@@ -47,9 +53,11 @@ if TYPE_CHECKING:
 
 ARTIFACT_PATH = "propensity"
 SHA_TAG = "propensity.sha256"
+FINGERPRINT_TAG = "propensity.fingerprint"
 HISTORY_TAG = "propensity.history."
 CACHE = ".mlflow"
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+AUDIT_TAG = "propensity.audit."
+AUDIT_TAG_MAX = 5000  # MLflow's limit for a registered model's tag value
 
 
 class MlflowRegistry:
@@ -189,6 +197,7 @@ class MlflowRegistry:
                     aliases=tuple(sorted(a for a, info in aliases.items() if info["version"] == version)),
                     auc_test=float(auc) if auc else None,
                     source=tags.get("propensity.source", "?"),
+                    data_sha256=tags.get("propensity.data_sha256", ""),
                 )
             )
         return out
@@ -209,6 +218,9 @@ class MlflowRegistry:
     ) -> str:
         """A run with the version's params, metrics and files, and a model version registered from it."""
         from service.model.artifact import load_artifact
+
+        fingerprints = {v: tags_of(mv).get(FINGERPRINT_TAG) for v, mv in self._versions().items()}
+        refuse_duplicate(metadata, fingerprints)
 
         def write(directory: Path, version: str) -> None:
             write_version(directory, model, metadata, summary, self.name, version, self.signing_key)
@@ -271,26 +283,61 @@ class MlflowRegistry:
             raise
         return version
 
-    def set_alias(self, alias: str, version: str) -> dict[str, Any]:
-        if not ALIAS_RE.match(alias):
-            raise ArtifactError(f"bad alias name {alias!r}")
+    def set_alias(self, alias: str, version: str, *, create: bool = False, **record: Any) -> dict[str, Any]:
+        check_alias(alias)
         version = self.resolve(version)
         verify_directory(self.path(version))
-        current = self.aliases().get(alias)
+        aliases = self.aliases()
+        refuse_unknown_alias(alias, aliases, create)
+        current = aliases.get(alias)
         history: list[str] = list(current["history"]) if current else []
         if current and current["version"] != version:
             history = [current["version"], *history][:HISTORY_KEPT]
         self._point(alias, version, history)
+        self.record(audit_event("promote", alias, version, current["version"] if current else None, **record))
         return {"version": version, "history": history, "updated_at": now_iso()}
 
-    def rollback(self, alias: str) -> dict[str, Any]:
+    def rollback(self, alias: str, **record: Any) -> dict[str, Any]:
         current = self.aliases().get(alias)
         if not current or not current.get("history"):
             raise ArtifactNotFound(f"alias {alias!r} has no previous version to roll back to")
         previous, *rest = current["history"]
         verify_directory(self.path(previous))
         self._point(alias, previous, rest)
+        self.record(audit_event("rollback", alias, previous, current["version"], **record))
         return {"version": previous, "history": rest, "updated_at": now_iso()}
+
+    def delete_alias(self, alias: str, **record: Any) -> str:
+        aliases = self.aliases()
+        refuse_alias_delete(alias, aliases)
+        client = self._client()
+        client.delete_registered_model_alias(self.name, alias)
+        client.delete_registered_model_tag(self.name, HISTORY_TAG + alias)
+        version = str(aliases[alias]["version"])
+        self.record(audit_event("alias-delete", alias, None, version, **record))
+        return version
+
+    def record(self, event: dict[str, Any]) -> None:
+        """An audit event as a tag of the registered model (`propensity.audit.<ms>-<id>`), so every node
+        reads the same log; a large report is cut to its decision (its whole text stays in the run)."""
+        client = self._client()
+        if self._model() is None:
+            client.create_registered_model(self.name)
+        value = json.dumps(json_safe(event), sort_keys=True, default=str)
+        if len(value) > AUDIT_TAG_MAX:
+            slim = {k: v for k, v in event.items() if not isinstance(v, dict | list)}
+            value = json.dumps(json_safe({**slim, "cut": True}), sort_keys=True, default=str)[:AUDIT_TAG_MAX]
+        key = f"{AUDIT_TAG}{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:6]}"
+        client.set_registered_model_tag(self.name, key, value)
+
+    def history(self) -> AuditEvents:
+        model = self._model()
+        tags = tags_of(model) if model else {}
+        out = []
+        for key in sorted(k for k in tags if k.startswith(AUDIT_TAG)):
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(tags[key]))
+        return out
 
     def _point(self, alias: str, version: str, history: Sequence[str]) -> None:
         client = self._client()
@@ -319,6 +366,8 @@ def _version_tags(meta: dict[str, Any]) -> dict[str, str]:
     }
     if auc is not None:
         tags["propensity.auc_test"] = repr(float(auc))
+    if meta.get("fingerprint"):
+        tags[FINGERPRINT_TAG] = str(meta["fingerprint"])
     tags[SHA_TAG] = str(meta["files"]["model.joblib"]["sha256"])  # last: the version is complete
     return tags
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.errors import ArtifactError, ArtifactIntegrityError, ArtifactNotFound
+from service.errors import ArtifactError, ArtifactIntegrityError, ArtifactNotFound, DuplicateVersion
 from service.model.artifact_files import (
     CHECKSUMS_FILE,
     METADATA_FILE,
@@ -48,12 +48,19 @@ if TYPE_CHECKING:  # the training side: unpickling, joblib, pandas and sklearn a
 
 VERSION_RE = re.compile(r"^v(\d+)$")
 ALIASES_FILE = "aliases.json"
+AUDIT_FILE = "audit.jsonl"
+# The aliases a registry knows without being told: serving follows `production`, retraining stages a
+# challenger as `staging`. Any other is created deliberately (`promote --create-alias`), so a typo
+# (`prodution`) is refused instead of becoming an alias nothing follows.
+KNOWN_ALIASES = ("production", "staging")
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 HISTORY_KEPT = 20
 FILE_MODE = 0o644
 DIR_MODE = 0o755
 # What a follower compares to see that the aliases changed: the directory registry's (mtime_ns, ctime_ns,
 # inode, size) of aliases.json, MLflow's alias -> version pairs.
 Stamp = tuple[Any, ...]
+AuditEvents = list[dict[str, Any]]  # a registry's audit log, oldest first
 
 
 def fsync_path(path: Path) -> None:
@@ -117,6 +124,7 @@ class VersionInfo:
     aliases: tuple[str, ...]
     auc_test: float | None
     source: str
+    data_sha256: str = ""  # the data the version was trained on, and its test AUC measured on (its split)
 
 
 class Registry:
@@ -229,6 +237,7 @@ class Registry:
                     aliases=tuple(sorted(by_version.get(version, []))),
                     auc_test=auc.get("test"),
                     source=str((meta.get("training") or {}).get("source", "?")),
+                    data_sha256=str(meta.get("data_sha256") or ""),
                 )
             )
         return out
@@ -258,6 +267,7 @@ class Registry:
 
         with self._locked():
             existing = self.versions()
+            refuse_duplicate(metadata, {v: self._fingerprint(v) for v in existing})
             version = f"v{int(existing[-1][1:]) + 1 if existing else 1}"
             staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.dir))
             try:
@@ -268,6 +278,13 @@ class Registry:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
         return version
+
+    def _fingerprint(self, version: str) -> str | None:
+        try:
+            found = json.loads((self.dir / version / METADATA_FILE).read_text()).get("fingerprint")
+        except (OSError, ValueError):
+            return None
+        return str(found) if found else None
 
     def add_version(self, source: Path) -> str:
         """A version directory written elsewhere (another registry's), verified and copied in under its own
@@ -338,23 +355,27 @@ class Registry:
             write_atomic(directory / SIGNATURE_FILE, signature_for(directory, self.signing_key))
         return directory / SIGNATURE_FILE
 
-    def set_alias(self, alias: str, version: str) -> dict[str, Any]:
-        """Point `alias` at `version` (verified first); the previous target goes onto the history."""
-        if not re.match(r"^[a-z][a-z0-9_-]*$", alias):
-            raise ArtifactError(f"bad alias name {alias!r}")
+    def set_alias(self, alias: str, version: str, *, create: bool = False, **record: Any) -> dict[str, Any]:
+        """Point `alias` at `version` (verified first); the previous target goes onto the history. An alias
+        that is not one of KNOWN_ALIASES and does not exist yet is refused unless `create`. `record`
+        (by, reason, cutoff, gate, ...) goes into the audit log with the change."""
+        check_alias(alias)
         version = self.resolve(version)
         verify_directory(self.dir / version)
         with self._locked():
             aliases = self.aliases()
+            refuse_unknown_alias(alias, aliases, create)
             current = aliases.get(alias)
             history: list[str] = list(current.get("history", [])) if current else []
             if current and current["version"] != version:
                 history = [current["version"], *history][:HISTORY_KEPT]
             aliases[alias] = {"version": version, "history": history, "updated_at": now_iso()}
             self._write_aliases(aliases)
+            previous = current["version"] if current else None
+            self._audit(audit_event("promote", alias, version, previous, **record))
             return aliases[alias]
 
-    def rollback(self, alias: str) -> dict[str, Any]:
+    def rollback(self, alias: str, **record: Any) -> dict[str, Any]:
         """Point `alias` back at its previous version (the head of its history)."""
         with self._locked():
             aliases = self.aliases()
@@ -365,10 +386,104 @@ class Registry:
             verify_directory(self.dir / previous)
             aliases[alias] = {"version": previous, "history": rest, "updated_at": now_iso()}
             self._write_aliases(aliases)
+            self._audit(audit_event("rollback", alias, previous, current["version"], **record))
             return aliases[alias]
+
+    def delete_alias(self, alias: str, **record: Any) -> str:
+        """Remove an alias (never `production`, which serving follows); returns the version it named."""
+        with self._locked():
+            aliases = self.aliases()
+            refuse_alias_delete(alias, aliases)
+            version = str(aliases.pop(alias)["version"])
+            self._write_aliases(aliases)
+            self._audit(audit_event("alias-delete", alias, None, version, **record))
+            return version
+
+    # --- the audit log ----------------------------------------------------------------------------------
+    def record(self, event: dict[str, Any]) -> None:
+        """One event (a retraining decision, ...) into the audit log."""
+        with self._locked():
+            self._audit(event)
+
+    def _audit(self, event: dict[str, Any]) -> None:
+        line = (json.dumps(json_safe(event), sort_keys=True, default=str) + "\n").encode()
+        fd = os.open(self.dir / AUDIT_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def history(self) -> AuditEvents:
+        """The audit log, oldest first."""
+        path = self.dir / AUDIT_FILE
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
 
     def _write_aliases(self, aliases: dict[str, Any]) -> None:
         write_atomic(self.dir / ALIASES_FILE, json.dumps(aliases, indent=1, sort_keys=True).encode())
+
+
+def refuse_duplicate(metadata: dict[str, Any], fingerprints: dict[str, str | None]) -> None:
+    """A version whose fingerprint (data sha256, recipe, code) an existing version has is not published."""
+    mine = metadata.get("fingerprint")
+    same = [v for v, theirs in fingerprints.items() if mine and theirs == mine]
+    if same:
+        raise DuplicateVersion(
+            f"{same[0]} was trained on the same data (sha256 {str(metadata.get('data_sha256'))[:12]}…) with "
+            "the same recipe and code: it is reused, no new version is registered",
+            same[0],
+        )
+
+
+def check_alias(alias: str) -> None:
+    if not ALIAS_RE.match(alias):
+        raise ArtifactError(f"bad alias name {alias!r}: lower-case letters, digits, - and _")
+
+
+def refuse_unknown_alias(alias: str, aliases: dict[str, Any], create: bool) -> None:
+    if alias in KNOWN_ALIASES or alias in aliases or create:
+        return
+    known = ", ".join(sorted({*KNOWN_ALIASES, *aliases}))
+    raise ArtifactError(f"no alias {alias!r} (known: {known}); to make a new one, say so: --create-alias")
+
+
+def refuse_alias_delete(alias: str, aliases: dict[str, Any]) -> None:
+    if alias not in aliases:
+        known = ", ".join(sorted(aliases)) or "none"
+        raise ArtifactNotFound(f"no alias {alias!r} to delete (known: {known})")
+    if alias == "production":
+        raise ArtifactError("production is what serving follows: promote another version, do not delete it")
+
+
+def actor() -> str:
+    """Who is acting, when nobody said (`--by`, PROPENSITY_ACTOR): the login name."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's uid)
+        return f"uid {os.getuid()}"
+
+
+def audit_event(
+    event: str, alias: str | None, version: str | None, previous: str | None, **record: Any
+) -> dict[str, Any]:
+    """An audit log entry: what happened to which alias, who did it, when, why (and what came with it)."""
+    return {
+        "at": now_iso(),
+        "event": event,
+        "alias": alias,
+        "version": version,
+        "previous": previous,
+        "by": record.pop("by", None) or actor(),
+        **{k: v for k, v in record.items() if v is not None},
+    }
 
 
 def write_version(

@@ -23,9 +23,10 @@ import statsmodels.api as sm
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from service.errors import DataValidationError
+from service.errors import DataValidationError, DuplicateVersion
 from service.model.artifact import FittedModel, sha256_file
 from service.model.features import build_pipeline
+from service.model.lineage import fingerprint, lineage
 from service.model.profile import reference_distributions
 from service.model.registries import ModelRegistry
 from service.model.schema import InputSchema, notebook_schema
@@ -284,7 +285,15 @@ def train_csv(
     schema = notebook_schema()
     frame = read_training_csv(path, schema)
     result = train(frame, recipe, schema)
-    result.metadata["data_sha256"] = sha256_file(path)
-    result.metadata["training"]["data_path"] = str(path)
-    version = registry.publish(result.model, result.metadata, result.summary)
+    data_sha256 = sha256_file(path)
+    name = (recipe or RECIPES["notebook"]).name
+    result.metadata["data_sha256"] = data_sha256
+    result.metadata["training"]["data_path"] = str(Path(path).resolve())
+    result.metadata["lineage"] = lineage(path, data_sha256, len(frame), name)
+    result.metadata["fingerprint"] = fingerprint(data_sha256, name)
+    try:
+        version = registry.publish(result.model, result.metadata, result.summary)
+    except DuplicateVersion as exc:  # trained before on these bytes, this recipe, this code
+        result.extra["reused"] = exc.detail
+        return exc.version, result
     return version, result

@@ -104,7 +104,8 @@ def test_train_promote_follow_outage_and_back(mlflow: MlflowServer, tmp_path: Pa
         assert wait_until(lambda: every_worker_serves(server, "v1", "v2"), DEADLINE)
         load = Load(server)
         load.start()
-        assert "production -> v2 (previous: v1)" in cli(env, "registry", "promote", "v2")
+        promoted = cli(env, "registry", "promote", "v2", "--cutoff", "take", "--reason", "the new month")
+        assert "production -> v2 (previous: v1)" in promoted
         assert wait_until(lambda: every_worker_serves(server, "v2", "v1"), DEADLINE)
         answers = load.stop()
         assert {status for status, _ in answers} == {200}, answers
@@ -120,7 +121,9 @@ def test_train_promote_follow_outage_and_back(mlflow: MlflowServer, tmp_path: Pa
         assert set(answers) == {(200, "v2")}, answers
 
         mlflow.start()  # back: the next promotion is followed
-        assert "production -> v1" in cli(env, "registry", "rollback")
+        assert "production -> v1" in cli(env, "registry", "rollback", "--reason", "MLflow is back")
+        history = cli(env, "registry", "history", "--alias", "production")
+        assert '"the new month"' in history and '"MLflow is back"' in history
         assert wait_until(lambda: every_worker_serves(server, "v1", "v2"), DEADLINE)
 
 

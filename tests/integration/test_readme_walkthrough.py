@@ -205,7 +205,8 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     selected = set(trained.rsplit("features ", 1)[1].split(", "))
     notebook = set(notebook_reference()["selected_features_in_selection_order"])
     assert len(selected) == 25 and len(selected & notebook) == 24, trained  # "24 of the notebook's 25"
-    assert "production -> v2" in output_of(commands, results, "propensity registry promote v2")
+    promote = 'propensity registry promote v2 --cutoff take --reason "trained on the new month"'
+    assert "production -> v2" in output_of(commands, results, promote)
     ready = output_of(commands, results, "/health/ready")
     assert json.loads(ready)["version"] == "v2", ready
     assert served.count("serving propensity/v2") == served.count("replacing v1") == 2, served  # each worker

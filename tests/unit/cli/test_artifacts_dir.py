@@ -54,7 +54,7 @@ def test_registry_list_from_another_directory_uses_and_prints_the_given_registry
     assert result.exit_code == 0, result.output
     assert result.stderr == f"registry: {approved_registry.root.resolve() / 'propensity'}\n"
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["version", "created_at", "source", "auc_test", "aliases"]
+    assert lines[0].split() == ["version", "created_at", "source", "auc_test", "holdout", "aliases"]
     assert lines[1].split()[0] == "v1" and lines[1].endswith("production")
     assert not (elsewhere / "artifacts").exists()
 

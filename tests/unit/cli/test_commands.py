@@ -25,7 +25,10 @@ DOCUMENTED = {
     "feedback": "feedback",
     "autoscale": "autoscaler",
 }
-REGISTRY = ["list", "show", "verify", "upgrade", "keygen", "sign", "export", "import", "promote", "rollback"]
+REGISTRY = [
+    "list", "show", "verify", "upgrade", "keygen", "sign", "export", "import", "promote", "rollback",
+    "alias-delete", "history", "diff",
+]  # fmt: skip
 
 
 def test_help_lists_every_documented_command() -> None:

@@ -50,10 +50,32 @@ def test_promote_rollback_and_errors(env: Path) -> None:
     run("import-notebook")
     run("import-notebook")
     code, out = run("registry", "promote", "v2")
+    assert code == 2 and "--reason" in out  # production moves only with a why
+    code, out = run("registry", "promote", "v2", "--reason", "the second import")
     assert code == 0 and "production -> v2 (previous: v1)" in out
-    code, out = run("registry", "rollback")
+    code, out = run("registry", "rollback", "--reason", "back to the first")
     assert code == 0 and "production -> v1" in out
-    code, out = run("registry", "promote", "v7")
+    code, out = run("registry", "promote", "v2", "--alias", "prodution")
+    assert code == 1 and "no alias 'prodution'" in out and "--create-alias" in out
+    code, out = run("registry", "promote", "v2", "--alias", "champion", "--create-alias")
+    assert code == 0 and "champion -> v2" in out
+    code, out = run("registry", "alias-delete", "production")
+    assert code == 1 and "promote another version" in out
+    code, out = run("registry", "alias-delete", "champion", "--reason", "a test alias")
+    assert code == 0 and "deleted alias champion (it named v2)" in out
+    code, out = run("registry", "history")
+    lines = out.splitlines()[1:]  # after the registry line
+    assert [line.split()[1] for line in lines] == [
+        "promote",
+        "promote",
+        "rollback",
+        "promote",
+        "alias-delete",
+    ]
+    assert 'production: v1 -> v2, cutoff 0.712  "the second import"' in lines[1]
+    assert 'production: v2 -> v1  "back to the first"' in lines[2]
+    assert "champion: v2 -> (deleted)" in lines[4]
+    code, out = run("registry", "promote", "v7", "--reason", "a typo")
     assert code == 1 and "no version or alias 'v7'" in out
     model = env / "artifacts" / "propensity" / "v2" / "model.joblib"
     model.write_bytes(b"tampered")

@@ -31,6 +31,7 @@ from service.serving.scorer import CompiledModel
 from service.settings import Settings
 
 LOOSE: dict[str, Any] = {
+    "retrain_auto_promote": True,  # the policy these tests judge; off by default
     "retrain_min_rows": 1_000,
     "retrain_bootstrap": 200,
     "retrain_max_auc_drop": 0.03,
@@ -143,7 +144,7 @@ def test_both_challengers_are_judged_and_the_recalibration_wins(registry: Regist
 def test_with_automatic_promotion_off_the_winner_is_only_staged(registry: Registry) -> None:
     sent, _, labels = logged_rows(registry, 6_000, 21)
     tf = training_frame(labelled_frame(sent, labels), notebook_schema())
-    settings = Settings(artifacts_dir=registry.root, retrain_auto_promote=False, **LOOSE)
+    settings = Settings(artifacts_dir=registry.root, **{**LOOSE, "retrain_auto_promote": False})
     outcome = compare_and_register(tf, registry, settings, data={"source": "test rows"}, cutoff="recompute")
     recalibrated = next(c for c in outcome.challengers if c.kind == RECALIBRATED)
     assert recalibrated.decision == STAGED and outcome.promoted is None

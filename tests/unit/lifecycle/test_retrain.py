@@ -22,6 +22,7 @@ from service.model.training import RECIPES, split_like_notebook
 from service.settings import Settings
 
 LOOSE = {
+    "retrain_auto_promote": True,  # the policy these tests judge (off by default: test_staged_by_default)
     "retrain_min_rows": 1_000,
     "retrain_bootstrap": 200,
     "retrain_max_auc_drop": 0.03,
@@ -71,7 +72,14 @@ def test_a_good_challenger_is_promoted_and_the_decision_is_in_its_metadata(
 ) -> None:
     outcome = retrain(good_csv, registry, settings_for(registry))
     assert outcome.decision == PROMOTED and outcome.version == "v2" and outcome.champion == "v1"
-    assert registry.resolve("production") == "v2" and registry.resolve("staging") == "v2"
+    # production serves the challenger's model at the approved cutoff: v2 registered again as v3
+    assert registry.resolve("production") == outcome.served == "v3" and registry.resolve("staging") == "v2"
+    served = registry.metadata("v3")
+    assert served["cutoff"]["value"] == 0.712 != registry.metadata("v2")["cutoff"]["value"]
+    assert (
+        served["derived_from"]["version"] == "v2"
+        and served["coefficients"] == registry.metadata("v2")["coefficients"]
+    )
     meta = registry.verify("v2").metadata  # the decision is covered by the artifact's checksums
     record = meta["retraining"]
     assert (
@@ -173,7 +181,7 @@ def test_passing_challengers_are_held_for_a_human_when_policy_says_so(
     outcome = retrain(good_csv, registry, settings_for(registry, retrain_auto_promote=False))
     assert outcome.decision == STAGED and registry.resolve("production") == "v1"
     gate = outcome.record["gate"]
-    assert gate["passed"] and gate["refusals"] == [] and "automatic promotion is off" in gate["held"][0]
+    assert gate["passed"] and gate["refusals"] == [] and "a person promotes it" in gate["held"][0]
     outcome = retrain(good_csv, registry, settings_for(registry), RECIPES["median"])
     assert outcome.decision == STAGED and registry.resolve("production") == "v1"
     assert "not the approved one" in outcome.record["gate"]["held"][0]
@@ -193,12 +201,15 @@ def test_the_cli_exit_codes(
     assert "REFUSED by the gate: production stays v1" in result.output and "AUC" in result.output
     result = runner.invoke(app, ["retrain", "--data", str(good_csv)])
     assert result.exit_code == 0, result.output
-    assert "PROMOTED: production -> v3" in result.output and "flip" in result.output
+    assert (
+        "PROMOTED: production -> v4 (v3 with the kept cutoff 0.712)" in result.output
+        and "flip" in result.output
+    )
     result = runner.invoke(app, ["retrain", "--data", str(good_csv.parent / "nope.csv")])
     assert result.exit_code == 1 and "production unchanged" in result.output
     result = runner.invoke(app, ["retrain", "--data", str(good_csv), "--recipe", "magic"])
     assert result.exit_code == 2
-    assert registry.resolve("production") == "v3"
+    assert registry.resolve("production") == "v4"
     decisions = [
         json.loads(line)["decision"] for line in (registry.dir / "retraining.jsonl").read_text().splitlines()
     ]
@@ -211,7 +222,7 @@ def test_default_margins_promote_a_faithful_retrain(registry: Registry, tmp_path
     default margins (0.005 AUC, 0.005 log loss, 0.002 Brier), with 1,000 bootstrap resamples."""
     csv = tmp_path / "20k.csv"
     write_synthetic_csv(csv, 20_000, 11)
-    outcome = retrain(csv, registry, Settings(artifacts_dir=registry.root))
+    outcome = retrain(csv, registry, Settings(artifacts_dir=registry.root, retrain_auto_promote=True))
     assert outcome.decision == PROMOTED, outcome.record["gate"]
     diff = outcome.record["evaluation"]["challenger_minus_champion"]
     assert abs(diff["auc"]) < 0.005 and diff["auc_ci95"][0] < 0.0 < diff["auc_ci95"][1] + 0.002
