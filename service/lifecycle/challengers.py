@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from service.errors import DataValidationError, PropensityError
-from service.lifecycle.promotion import promote
+from service.lifecycle.promotion import auto_promote
 from service.lifecycle.retrain import (
     ACTOR,
     APPROVED_RECIPE,
@@ -309,14 +309,7 @@ def _register(
                 why = f"retrained on the prediction log ({kind}): {decisions[kind]}"
                 registry.set_alias("staging", version, by=ACTOR, reason=why)
             if decisions[kind] == PROMOTED:
-                promoted = promote(
-                    registry,
-                    version,
-                    cutoff=settings.retrain_promote_cutoff,
-                    by=ACTOR,
-                    reason="the auto-promote policy (PROPENSITY_RETRAIN_AUTO_PROMOTE=true): the gate passed",
-                )
-                record["promoted"] = {"version": promoted.version, "cutoff": promoted.cutoff}
+                record["promoted"] = auto_promote(registry, version, settings.retrain_promote_cutoff, ACTOR)
         outcome.challengers.append(ChallengerOutcome(kind, decisions[kind], version, record))
     for kind in results:  # in the report's order: refit, then recalibrated
         append_decision(registry, records[kind])

@@ -87,6 +87,15 @@ def promote(
     return Promotion(alias, target, previous, record)
 
 
+AUTO_PROMOTE_REASON = "the auto-promote policy (PROPENSITY_RETRAIN_AUTO_PROMOTE=true): the gate passed"
+
+
+def auto_promote(registry: ModelRegistry, version: str, cutoff: CutoffChoice, by: str) -> dict[str, Any]:
+    """The auto-promote policy's promotion of a challenger the gate passed; what the decision records."""
+    done = promote(registry, version, cutoff=cutoff, by=by, reason=AUTO_PROMOTE_REASON)
+    return {"version": done.version, "cutoff": done.cutoff}
+
+
 def with_cutoff(registry: ModelRegistry, version: str, cutoff: float, rule: str) -> str:
     """`version`'s model registered again with `cutoff` (reused when that was done before)."""
     artifact = registry.load(version)  # the training side: the fitted Pipeline, unpickled

@@ -17,12 +17,14 @@
    `retrain_calibration_max_slope`] and calibration intercept (slope held at 1) within
    ±`retrain_calibration_max_intercept`, since phat is what the cutoff and the business read. A
    challenger whose AUC is below the floor is not judged on calibration (a model that does not rank has
-   no meaningful slope; the floor already refuses it). A challenger that passes is still only staged
-   when it was trained with a recipe other than the approved one (the study's recipes need a human), or
-   when `retrain_auto_promote` is off.
+   no meaningful slope; the floor already refuses it). A challenger that passes is staged for a person to
+   promote (service/lifecycle/promotion.py); only the auto-promote policy (`retrain_auto_promote`, off by
+   default) promotes it, keeping production's cutoff unless `retrain_promote_cutoff` says take, and never
+   a challenger of a recipe other than the approved one.
 5. The decision goes into the challenger's metadata (before it is published, so the artifact's checksums
-   cover it), the challenger becomes `staging`, and `production` moves only on a pass. Every attempt,
-   failures included, is appended to `<registry>/<name>/retraining.jsonl` and logged.
+   cover it), the challenger becomes `staging`. Every attempt, failures included, is appended to
+   `<registry>/<name>/retraining.jsonl`, recorded in the registry's audit log and logged. A file trained
+   before with the same recipe and code is not registered again: that version is the challenger again.
 
 Production changes in one atomic alias write, as the very last step; a retrain that fails anywhere before
 leaves it untouched.
@@ -42,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from service.errors import DataValidationError, DuplicateVersion, PropensityError
-from service.lifecycle.promotion import promote
+from service.lifecycle.promotion import auto_promote
 from service.model.artifact import sha256_file
 from service.model.evaluation import Evaluation, evaluate_models
 from service.model.lineage import fingerprint, lineage
@@ -303,14 +305,7 @@ def retrain(
         why = f"retrained on {record['data']['path']}: {decision}"
         registry.set_alias("staging", version, by=ACTOR, reason=why, gate=record["gate"])
         if decision == PROMOTED:
-            promoted = promote(
-                registry,
-                version,
-                cutoff=settings.retrain_promote_cutoff,
-                by=ACTOR,
-                reason="the auto-promote policy (PROPENSITY_RETRAIN_AUTO_PROMOTE=true): the gate passed",
-            )
-            record["promoted"] = {"version": promoted.version, "cutoff": promoted.cutoff}
+            record["promoted"] = auto_promote(registry, version, settings.retrain_promote_cutoff, ACTOR)
     except Exception as exc:
         detail = exc.detail if isinstance(exc, PropensityError) else f"{type(exc).__name__}: {exc}"
         record.update(

@@ -157,3 +157,61 @@ def test_export_and_import_keep_every_version_and_alias(
     back = open_registry(Settings(artifacts_dir=tmp_path / "back"))
     assert copy_versions(on_mlflow, back) == ["v1", "v2"]
     assert back.resolve("staging") == "v2" and back.load_serving("production").version == "v1"
+
+
+def test_the_registry_api_on_mlflow_in_process(mlflow: MlflowServer, tmp_path: Path) -> None:
+    """Every registry operation the commands use, on MLflow, in this process: publish (signed), aliases
+    with their refusals and history, the audit log, list, diff's metadata, training-side loads."""
+    from service.errors import ArtifactError, ArtifactIntegrityError, ArtifactNotFound
+    from service.model.notebook_import import import_notebook
+    from service.model.signing import generate_keys
+
+    private, public = generate_keys(tmp_path / "keys")
+    settings = Settings(
+        artifacts_dir=tmp_path / "cache", mlflow_tracking_uri=mlflow.url, signing_key_file=private
+    )
+    registry = open_registry(settings)
+    assert registry.aliases() == {} and registry.versions() == [] and registry.history() == []
+    assert import_notebook(registry) == "v1"
+    assert import_notebook(registry, promote_if_empty=False) == "v2"
+    assert "MLflow" in registry.location and registry.aliases_stamp() == (("production", "v1"),)
+
+    verifying = open_registry(Settings(artifacts_dir=tmp_path / "other", mlflow_tracking_uri=mlflow.url,
+                                       verify_key_file=public))  # fmt: skip
+    assert verifying.load_serving("production").signed_by  # downloaded, signature checked
+    assert verifying.load("v2").model.cutoff == 0.712  # the training side's unpickled load
+    assert verifying.verify("v1").version == "v1" and verifying.metadata("v2")["version"] == "v2"
+
+    with pytest.raises(ArtifactError, match="no alias 'prodution'"):
+        registry.set_alias("prodution", "v2")
+    registry.set_alias("production", "v2", reason="second import", by="ana")
+    registry.set_alias("champion", "v1", create=True)
+    assert registry.rollback("production", reason="back")["version"] == "v1"
+    assert registry.delete_alias("champion", reason="done") == "v1"
+    with pytest.raises(ArtifactError, match="promote another version"):
+        registry.delete_alias("production")
+    with pytest.raises(ArtifactNotFound, match="no version or alias 'v9'"):
+        registry.resolve("v9")
+    events = registry.history()
+    assert [(e["event"], e["alias"], e["version"]) for e in events] == [
+        ("promote", "production", "v1"),
+        ("promote", "production", "v2"),
+        ("promote", "champion", "v1"),
+        ("rollback", "production", "v1"),
+        ("alias-delete", "champion", None),
+    ]
+    assert events[1]["by"] == "ana" and events[1]["reason"] == "second import"
+    listed = {v.version: v for v in registry.list()}
+    assert listed["v1"].aliases == ("production",) and listed["v2"].auc_test == pytest.approx(
+        0.8021842765709619
+    )
+    with pytest.raises(ArtifactError, match="not changed in place"):
+        registry.upgrade("v1")
+    with pytest.raises(ArtifactError, match="signed when it is published"):
+        registry.sign("v1")
+
+    tampered = open_registry(Settings(artifacts_dir=tmp_path / "third", mlflow_tracking_uri=mlflow.url))
+    cached = tampered.path("v1")  # a cached copy changed on disk is refused, never served
+    (cached / "scorer.json").write_text("{}")
+    with pytest.raises(ArtifactIntegrityError):
+        tampered.load_serving("v1")

@@ -118,6 +118,27 @@ def test_make_data_and_train(env: Path) -> None:
         "val": 300,
         "test": 300,
     }
+    code, out = run("train", "--data", str(csv))  # the same bytes, the same recipe: not registered again
+    assert code == 0 and "not registered: v1 was trained on the same data" in out
+    run("import-notebook")  # v2: the approved model, on its own data
+    code, out = run("registry", "list")
+    assert code == 0 and "compare across holdouts with diff" in out
+    code, out = run("registry", "diff", "v1", "v2")
+    assert code == 0 and "measured on different holdouts" in out
+    cutoff = next(line for line in out.splitlines() if line.startswith("cutoff"))
+    assert cutoff.split()[-2:] == ["0.712", "*"] and "x5_saturday" in out
+
+
+def test_export_and_import_between_directories(env: Path) -> None:
+    run("import-notebook")
+    run("import-notebook")
+    code, out = run("registry", "export", str(env / "copy"))
+    assert code == 0 and "copied v1, v2; production -> v1" in out
+    code, out = run("registry", "export", str(env / "copy"))
+    assert code == 0 and "copied none" in out
+    code, out = run("registry", "import", str(env / "copy"), "--artifacts-dir", str(env / "back"))
+    assert code == 0 and "copied v1, v2" in out
+    assert (env / "back" / "propensity" / "v2" / "scorer.json").is_file()
 
 
 def test_train_bad_data_exits_nonzero_and_writes_nothing(env: Path) -> None:
