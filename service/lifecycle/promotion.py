@@ -58,7 +58,8 @@ def promote(
     version = registry.resolve(version)
     current = registry.aliases().get(alias)
     previous = str(current["version"]) if current else None
-    own = cutoff_of(registry, version)
+    metadata = registry.metadata(version)
+    own = float(metadata["cutoff"]["value"])
     before = cutoff_of(registry, previous) if previous else None
     record: dict[str, Any] = {"own": own, "before": before, "choice": cutoff}
     target = version
@@ -73,7 +74,7 @@ def promote(
             target = with_cutoff(registry, version, before, f"kept from {previous} when {alias} moved")
     served = cutoff_of(registry, target)
     record["served"] = served
-    gate = (registry.metadata(version).get("retraining") or {}).get("gate")
+    gate = (metadata.get("retraining") or {}).get("gate")
     registry.set_alias(
         alias,
         target,

@@ -51,9 +51,13 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def checksums_text(directory: Path, names: list[str]) -> str:
+    """SHA256SUMS for `names` as the files in `directory` are now (`sha256sum -c` format)."""
+    return "".join(f"{sha256_file(directory / name)}  {name}\n" for name in names)
+
+
 def write_checksums(directory: Path, names: list[str]) -> None:
-    lines = [f"{sha256_file(directory / name)}  {name}\n" for name in names]
-    (directory / CHECKSUMS_FILE).write_text("".join(lines))
+    (directory / CHECKSUMS_FILE).write_text(checksums_text(directory, names))
 
 
 def read_checksums(directory: Path) -> dict[str, str]:

@@ -32,6 +32,7 @@ from service.model.artifact_files import (
     METADATA_FILE,
     MODEL_FILE,
     SUMMARY_FILE,
+    checksums_text,
     json_safe,
     read_checksums,
     sha256_file,
@@ -339,8 +340,9 @@ class Registry:
             meta["upgraded_at"] = now_iso()
             write_atomic(directory / METADATA_FILE, json.dumps(json_safe(meta), indent=1).encode())
             names = [n for n in read_checksums(directory) if n != SCORER_FILE]
-            sums = [f"{sha256_file(directory / n)}  {n}\n" for n in [*names, SCORER_FILE]]
-            write_atomic(directory / CHECKSUMS_FILE, "".join(sums).encode())
+            write_atomic(
+                directory / CHECKSUMS_FILE, checksums_text(directory, [*names, SCORER_FILE]).encode()
+            )
             if self.signing_key is not None:
                 write_atomic(directory / SIGNATURE_FILE, signature_for(directory, self.signing_key))
         return True

@@ -32,7 +32,7 @@ from service.model.parsing import (
     truncate,
 )
 from service.model.schema import schema_columns
-from service.model.scorer_spec import ScorerSpec, spec_of
+from service.model.scorer_spec import NumericSpec, ScorerSpec, spec_of
 from service.model.serving_artifact import ServingArtifact
 from service.serving.batch import Batch, JsonBatch
 from service.serving.decoding import CONTAINERS, ColumnDecoder, shallow
@@ -58,15 +58,6 @@ def _parse_echoing_safely(parse: Callable[..., _Parsed], values: list[Any], *arg
         return parse(values, *args)
     except RecursionError:
         return parse([shallow(v) if type(v) in CONTAINERS else v for v in values], *args)
-
-
-@dataclass(frozen=True)
-class NumericInput:
-    name: str  # model input == raw column
-    fmt: str
-    fill: float  # imputation value (raw units)
-    mean: float
-    scale: float
 
 
 @dataclass(frozen=True)
@@ -125,10 +116,7 @@ class CompiledModel:
         self.features = list(spec.features)
         self.coefficients = list(spec.coefficients)
         self.intercept = spec.intercept  # 0.0 but for a recalibrated champion
-        self.numeric: list[NumericInput] = [
-            NumericInput(name=n.name, fmt=n.fmt, fill=n.fill, mean=n.mean, scale=n.scale)
-            for n in spec.numeric
-        ]
+        self.numeric: list[NumericSpec] = list(spec.numeric)
         # (model input "a*b", a, b): pairwise interactions
         self.products: list[tuple[str, str, str]] = [
             (f, *f.partition("*")[::2]) for f in self.features if "*" in f
