@@ -1,8 +1,12 @@
-# Propensity API image: the `propensity` CLI and its locked runtime deps in a venv.
+# Propensity API image: the `propensity` CLI and its serving deps in a venv.
 #
 # Build with `make image` (builds the wheelhouse wheels/ and the base image
 # first). The build uses no network: every package comes from wheels/, made
 # by `make wheels` from requirements-prod.lock plus the project's own wheel.
+# A serving image: the package without its extras (no pandas, scikit-learn,
+# statsmodels, scipy, matplotlib, pyarrow, Dask, MLflow client), as workers
+# load only the data artifact scorer.json. A command that needs an extra says
+# so; training, reports and file scoring run where the extras are installed.
 #
 #   docker run --network host --read-only --tmpfs /tmp \
 #     -v propensity-artifacts:/app/artifacts propensity-api:<tag>
@@ -33,7 +37,6 @@ RUN python3 -m venv /opt/venv \
       -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}
-ARG BAKE_MODEL=0
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
     PROPENSITY_ARTIFACTS_DIR=/app/artifacts \
@@ -48,15 +51,13 @@ RUN groupadd --gid 10001 propensity \
  && install -d -o 10001 -g 10001 /app/artifacts
 COPY --from=builder /opt/venv /opt/venv
 COPY deploy/docker/healthcheck.py /usr/local/lib/propensity/healthcheck.py
+# The approved model, imported on the host by `make image` (the default
+# BAKE_MODEL=1; importing takes the training stack, which this image has not).
+# A volume mounted over /app/artifacts hides it; an empty named volume is
+# seeded from it. BAKE_MODEL=0 leaves the directory empty.
+COPY --chown=10001:10001 build/image-artifacts/ /app/artifacts/
 WORKDIR /app
 USER 10001:10001
-# BAKE_MODEL=1: the image carries the approved model (a volume mounted over
-# /app/artifacts hides it; an empty named volume is seeded from it).
-RUN if [ "$BAKE_MODEL" = 1 ]; then \
-      propensity import-notebook --help >/dev/null 2>&1 \
-        || { echo "BAKE_MODEL=1: 'propensity import-notebook' is missing or broken in this build" >&2; exit 1; }; \
-      propensity import-notebook && rm -rf /tmp/metrics /tmp/matplotlib; \
-    fi
 VOLUME ["/app/artifacts"]
 EXPOSE 1313
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \

@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -140,20 +140,23 @@ def digest_env(stack_file: Path, env: Mapping[str, str]) -> dict[str, str]:
 
 
 def deploy(
-    stack_file: Path,
+    stack_file: Path | Sequence[Path],
     stack: str,
     *,
     env: Mapping[str, str] | None = None,
     resolve_image: str = "always",
 ) -> dict[str, str]:
-    """`docker stack deploy` with content-named configs and secrets; returns the environment it used."""
+    """`docker stack deploy` with content-named configs and secrets; returns the environment it used.
+    Several files merge in order, as the docker CLI merges them (e.g. swarm-stack.mlflow.yml over
+    swarm-stack.yml)."""
+    files = [stack_file] if isinstance(stack_file, Path) else list(stack_file)
     full = {**(env if env is not None else os.environ), "SWARM_STACK": stack}
-    full.update(digest_env(stack_file, full))
+    for file in files:
+        full.update(digest_env(file, full))
     docker(
         "stack",
         "deploy",
-        "--compose-file",
-        str(stack_file),
+        *[arg for file in files for arg in ("--compose-file", str(file))],
         "--resolve-image",
         resolve_image,
         "--prune",
@@ -286,7 +289,10 @@ def _fail(exc: PropensityError) -> None:
 
 @cli.command("up")
 def cli_up(
-    file: Annotated[Path, typer.Option(help="stack file")] = Path("swarm-stack.yml"),
+    file: Annotated[
+        list[Path] | None,
+        typer.Option(help="stack file; repeated: merged in order (default swarm-stack.yml)"),
+    ] = None,
     stack: StackName = "propensity",
     init: Annotated[
         bool, typer.Option(help="make a one-node swarm on loopback if this node is none")
@@ -302,8 +308,9 @@ def cli_up(
         if require_manager(init=init):
             typer.echo("initialised a one-node swarm on 127.0.0.1 (`docker swarm leave --force` undoes it)")
         started = time.monotonic()
-        deploy(file, stack, resolve_image=resolve_image)
-        typer.echo(f"deployed {file} as stack {stack}")
+        files = file or [Path("swarm-stack.yml")]
+        deploy(files, stack, resolve_image=resolve_image)
+        typer.echo(f"deployed {' + '.join(map(str, files))} as stack {stack}")
         if wait:
             wait_converged(stack, timeout, log=lambda s: typer.echo(f"  {s}"))
             typer.echo(f"stack {stack} converged in {time.monotonic() - started:.0f}s")

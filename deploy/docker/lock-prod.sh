@@ -46,6 +46,8 @@ if missing=$(grep -vxFf requirements.lock "$TMP/main.freeze"); then
   exit 1
 fi
 
+# the comparison reads requirements with `packaging` (installed after the freeze: not a runtime pin)
+"$TMP/main/bin/pip" install -q --disable-pip-version-check -c requirements.lock packaging
 "$TMP/main/bin/python" - "$TMP" "$n" >"$TMP/extra" <<'PY'
 import json, sys
 from packaging.requirements import Requirement

@@ -3,6 +3,7 @@
 #
 #   make swarm-up                  deploy swarm-stack.yml as stack `propensity` (image IMAGE_NAME:IMAGE_TAG)
 #   make swarm-up SWARM_INIT=1     ... making a one-node swarm on 127.0.0.1 first if this node is in none
+#   make swarm-up SWARM_FILE="swarm-stack.yml swarm-stack.mlflow.yml"   ... with MLflow as the registry
 #   make swarm-down                remove the stack, wait until it is gone
 #   make swarm-status              running/desired tasks of every service
 #   make test-swarm                build the images, deploy swarm-stack.test.yml, the e2e suite, tear down
@@ -18,7 +19,7 @@ TESTINFRA_IMAGE ?= propensity-testinfra:bookworm
 .PHONY: swarm-up swarm-down swarm-status swarm-configs swarm-test-image system-deps-swarm test-swarm
 
 swarm-up: venv ## deploy the Swarm stack (SWARM_FILE, SWARM_STACK, IMAGE_TAG); SWARM_INIT=1 may create a swarm
-	PROPENSITY_API_IMAGE=$(SWARM_API_IMAGE) $(BIN)/python -m tools.swarm up --file $(SWARM_FILE) \
+	PROPENSITY_API_IMAGE=$(SWARM_API_IMAGE) $(BIN)/python -m tools.swarm up $(foreach f,$(SWARM_FILE),--file $(f)) \
 	  --stack $(SWARM_STACK) --resolve-image $(SWARM_RESOLVE_IMAGE) $(if $(filter 1,$(SWARM_INIT)),--init)
 
 swarm-down: venv ## remove the Swarm stack and wait until it is gone
@@ -36,6 +37,7 @@ swarm-test-image: base-image ## nginx, redis and prometheus from Debian packages
 system-deps-swarm: ## the Swarm suite's Debian packages (docker.io, debootstrap), when missing (as system-deps)
 	bash tools/system-deps.sh swarm
 
-test-swarm: system-deps-swarm venv image swarm-test-image ## the Swarm e2e suite: deploy, scale, roll out, roll back, kill, tear down
+test-swarm: system-deps-swarm venv image mlflow-image swarm-test-image ## the Swarm e2e suite: deploy, scale, roll out, roll back, kill, tear down
 	PROPENSITY_E2E_IMAGE=$(IMAGE_NAME):$(IMAGE_TAG) PROPENSITY_TESTINFRA_IMAGE=$(TESTINFRA_IMAGE) \
+	  PROPENSITY_E2E_MLFLOW_IMAGE=$(MLFLOW_IMAGE_NAME):$(IMAGE_TAG) \
 	  $(BIN)/pytest -m swarm tests/swarm $(PYTEST_ARGS)

@@ -3,6 +3,8 @@
 - PropensityError (bad data, unknown version, tampered artifact, ...): `error: <detail>`, exit 1.
 - A PROPENSITY_* setting that does not validate: `error: <VARIABLE>=<value>: <reason>` on one line, exit 2
   (the code click gives a bad option).
+- A command that needs an extra this installation does not have (the serving image has none): `error:`
+  naming the extra to install, exit 1.
 Anything else is a bug and keeps its traceback.
 """
 
@@ -23,6 +25,12 @@ from service.errors import PropensityError
 
 FAILED = 1
 BAD_SETTING = 2
+# The top-level modules of each optional extra (pyproject.toml's [project.optional-dependencies])
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("pandas", "sklearn", "statsmodels", "scipy", "joblib", "matplotlib"), "train"),
+    **dict.fromkeys(("pyarrow", "distributed", "dask"), "files"),
+    "mlflow": "mlflow",
+}
 _MAX_VALUE_CHARS = 60  # a value is shown to recognise it, not to echo a whole pasted blob
 
 
@@ -40,6 +48,24 @@ def reported_errors() -> Iterator[None]:
             raise
         typer.echo(f"error: {line}", err=True)
         raise typer.Exit(BAD_SETTING) from None
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(exc)
+        if extra is None:  # not one of ours: a broken installation, keep the traceback
+            raise
+        typer.echo(f"error: {missing_extra_message(exc, extra)}", err=True)
+        raise typer.Exit(FAILED) from None
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra that provides the module `exc` did not find, if it is one of the extras' modules."""
+    return EXTRA_OF_MODULE.get((exc.name or "").partition(".")[0])
+
+
+def missing_extra_message(exc: ModuleNotFoundError, extra: str) -> str:
+    return (
+        f"this command needs {exc.name!r}, from the {extra!r} extra, which this installation does not have "
+        f"(a serving install has only what serving needs): pip install 'propensity-service[{extra}]'"
+    )
 
 
 class ReportingGroup(TyperGroup):

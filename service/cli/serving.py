@@ -11,7 +11,10 @@ from typing import Annotated
 import typer
 
 from service.cli.context import load_settings, open_registry
+from service.cli.errors import missing_extra
 from service.cli.options import ArtifactsDir
+from service.errors import ArtifactNotFound
+from service.model.registries import ModelRegistry
 from service.settings import Settings
 
 PANEL = "Serving"
@@ -63,13 +66,30 @@ def serve(
     artifacts_dir: ArtifactsDir = None,
 ) -> None:
     """Serve the API with gunicorn + uvicorn workers. Imports the approved model on an empty registry."""
-    from service.model.notebook_import import ensure_production
-
     plan = serve_plan(port, workers, host, artifacts_dir)
     settings = plan.settings
     registry = open_registry(settings)
     if settings.model_version is None:
-        version = ensure_production(registry)
+        version = production_version(registry)
         typer.echo(f"serving {settings.model_name} alias {settings.model_alias} ({version})", err=True)
     # exec: gunicorn becomes this process and receives SIGTERM directly
     os.execve(sys.executable, plan.argv, plan.env)
+
+
+def production_version(registry: ModelRegistry) -> str:
+    """The `production` version; on a registry without one, the approved model imported and promoted,
+    which takes the training stack (a serving install without it is told how to get a model)."""
+    if "production" in registry.aliases():
+        return registry.resolve("production")
+    try:
+        from service.model.notebook_import import ensure_production
+    except ModuleNotFoundError as exc:
+        if missing_extra(exc) is None:
+            raise
+        raise ArtifactNotFound(
+            "the registry has no production model, and importing the approved one takes the 'train' "
+            "extra, which this serving install does not have: serve a registry that has one (the image "
+            "bakes it in, BAKE_MODEL=1), or run `propensity import-notebook` where "
+            "'propensity-service[train]' is installed"
+        ) from None
+    return ensure_production(registry)

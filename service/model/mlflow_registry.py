@@ -159,7 +159,14 @@ class MlflowRegistry:
                 self.rest.download(source, [SIGNATURE_FILE], dest)
             return
         # another artifact store (s3://, gs://, wasbs://, a path): MLflow's client reads them all
-        from mlflow.artifacts import download_artifacts
+        try:
+            from mlflow.artifacts import download_artifacts
+        except ModuleNotFoundError:
+            raise RegistryUnavailable(
+                f"cannot download {source}: an artifact store other than the tracking server's own is read "
+                "by MLflow's client, the 'mlflow' extra, which this serving install does not have (install "
+                "it, or run `mlflow server --serve-artifacts` so that replicas download through the server)"
+            ) from None
 
         try:
             download_artifacts(artifact_uri=source, dst_path=str(dest), tracking_uri=self.tracking_uri)

@@ -1,6 +1,7 @@
 """Realized and estimated (CBPE) performance of the served model, by prediction-time cohort.
 
-Pure numpy/scipy: it runs inside the serving workers (GET /performance, the gauges) and the offline report.
+Pure numpy (no scipy: a serving install has none): it runs inside the serving workers (GET /performance,
+the gauges) and the offline report.
 
 Realized, over labelled rows (phat, label 0/1), each metric with an interval at `confidence`:
 - auc: the Mann-Whitney statistic on midranks (a tied phat counts one half, as `roc_auc_score`); interval
@@ -43,10 +44,12 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
-from scipy.special import expit, logit, ndtri
+
+_NORMAL = NormalDist()
 
 EPS = float(np.finfo(np.float64).eps)
 SEED = 14  # the parametric bootstrap's fixed seed: the same phats give the same bands
@@ -148,7 +151,7 @@ class PredictionFrame:
 def _z(confidence: float) -> float:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), not {confidence!r}")
-    return float(ndtri(0.5 + confidence / 2.0))
+    return _NORMAL.inv_cdf(0.5 + confidence / 2.0)
 
 
 def _check_phat(phat: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -726,3 +729,14 @@ def evaluate(
         _cohort(frame, rows, names, settings) for rows, names in _cohorts(frame, by, (since, until))
     )
     return PerformanceReport(cutoff, by, confidence, min_labels, since, until, cohorts)
+
+
+def expit(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x), without overflow for large |x| (scipy.special.expit's value; a test holds them)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """ln(p / (1 - p)) (scipy.special.logit's value; a test holds them)."""
+    return np.log(p / (1.0 - p))

@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-import threading
 import time
 import urllib.parse
 from collections import Counter
@@ -33,9 +32,10 @@ import pytest
 
 from service.model.notebook_import import import_notebook
 from service.model.registry import Registry
-from service.serving.decoding import decode_rows
 from service.serving.scorer import CompiledModel
 from tests.servers import METRICS_SETTLE_SECONDS
+from tests.swarm.node import leave_swarm_made_here, network_exists
+from tests.swarm.traffic import BackgroundLoad, Cases, make_cases
 from tools import swarm
 from tools.bench.cluster_bench import make_rows
 from tools.cluster_config import ports_in_use
@@ -88,14 +88,7 @@ class Deployed:
         for tag in self.extra_tags:
             swarm.docker("image", "rm", tag, check=False)
         if self.initialised_swarm:
-            others = swarm.docker("service", "ls", "-q").split()
-            if others:  # someone deployed onto the swarm we made meanwhile: theirs now, leave it be
-                log(f"not leaving the swarm: {len(others)} other service(s) run on it")
-            else:
-                swarm.docker("swarm", "leave", "--force")
-                self.left_swarm = True
-                if self.made_gwbridge:
-                    swarm.docker("network", "rm", "docker_gwbridge", check=False)
+            self.left_swarm = leave_swarm_made_here(self.made_gwbridge, log)
 
 
 def stack_report() -> str:
@@ -105,10 +98,6 @@ def stack_report() -> str:
         logs = swarm.docker("service", "logs", "--tail", "15", "--no-task-ids", name, check=False, timeout=30)
         parts.append(f"--- {name} ---\n{logs}")
     return "\n".join(parts)
-
-
-def _network_exists(name: str) -> bool:
-    return bool(swarm.docker("network", "ls", "-q", "--filter", f"name=^{name}$").split())
 
 
 def _prepare_registry(root: Path) -> Registry:
@@ -159,7 +148,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     models = {v: CompiledModel.from_artifact(registry.load(v)) for v in ("v1", "v2")}
     cases = make_cases(key, models["v1"], n_single=150, n_batch=50)
     assert make_cases(key, models["v2"], 150, 50) == cases  # one model twice: either answer is right
-    had_gwbridge = _network_exists("docker_gwbridge")
+    had_gwbridge = network_exists("docker_gwbridge")
     initialised = swarm.require_manager(init=not state.is_manager and state.node_state == "inactive")
     deployed = Deployed(
         image=image,
@@ -185,42 +174,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
 
 
 # --- requests -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Cases:
-    """Requests (POST /predict with the API key) and, for each, the body in-process scoring gives."""
-
-    requests: list[bytes]
-    expected: list[bytes]
-
-    def rows(self, total: int) -> int:
-        """The rows `total` requests carry (loadgen cycles through the requests in order)."""
-        per_case = [len(r) if isinstance(r := orjson.loads(e), list) else 1 for e in self.expected]
-        return sum(per_case[i % len(per_case)] for i in range(total))
-
-    def validator(self, versions: set[str]) -> Callable[[int, int, str | None, bytes], bool]:
-        """For loadgen: a 2xx answer is valid iff its body equals in-process scoring byte for byte and its
-        X-Model-Version is one of `versions` (the versions' scores are equal: they are one model)."""
-        return lambda index, status, version, body: body == self.expected[index] and version in versions
-
-
-def make_cases(key: str, model: CompiledModel, n_single: int, n_batch: int, n_big: int = 4) -> Cases:
-    """Single rows, batches of 2..20 rows and `n_big` of 40..100 rows (over 64 KB: the server's column
-    decoder and the Redis cache answer those), every value a string (tools/bench/cluster_bench.py)."""
-    rows = make_rows(n_single + n_batch * 20 + n_big * 100, seed=2626)
-    bodies = [orjson.dumps(r) for r in rows[:n_single]]
-    rest = rows[n_single:]
-    bodies += [orjson.dumps(rest[i * 20 : i * 20 + 2 + i % 19]) for i in range(n_batch)]
-    big = rest[n_batch * 20 :]
-    bodies += [orjson.dumps(big[i * 100 : i * 100 + 40 + 20 * i]) for i in range(n_big)]
-    expected = []
-    for body in bodies:  # the reference path: full JSON decode, score, encode as the route does
-        decoded = decode_rows(body, max_rows=10_000, max_errors=100)
-        records = model.records(model.score(decoded.rows))
-        expected.append(orjson.dumps(records[0] if decoded.single else records))
-    requests = [post("/predict", body, headers={"X-API-Key": key}) for body in bodies]
-    return Cases(requests, expected)
-
-
 def load(cases: Cases, total: int, versions: set[str], *, concurrency: int = 4) -> LoadResult:
     """`total` requests through nginx (tools/loadgen.py), every answer checked."""
     runner = LoadRunner(
@@ -233,66 +186,6 @@ def load(cases: Cases, total: int, versions: set[str], *, concurrency: int = 4) 
         validate=cases.validator(versions),
     )
     return runner.run()
-
-
-class BackgroundLoad:
-    """loadgen in a thread until stop(): short runs of at most RUN_REQUESTS, one every RUN_SECONDS (so at
-    most 400 requests/s, leaving the shared 2-core machine some room), all of them within max_seconds.
-    Every answer is checked against in-process scoring."""
-
-    RUN_REQUESTS = 100
-    RUN_SECONDS = 0.25
-
-    def __init__(self, cases: Cases, versions: set[str], *, concurrency: int = 2, max_seconds: float = 240):
-        self.cases = cases
-        self.versions = versions
-        self.concurrency = concurrency
-        self.max_seconds = max_seconds
-        self.result = LoadResult()
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="background-load", daemon=True)
-
-    def __enter__(self) -> BackgroundLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _loop(self) -> None:
-        end = time.monotonic() + self.max_seconds
-        try:
-            while not self._stop.is_set() and time.monotonic() < end:
-                started = time.monotonic()
-                run = LoadRunner(
-                    NGINX,
-                    self.cases.requests,
-                    total=self.RUN_REQUESTS,
-                    concurrency=self.concurrency,
-                    deadline_seconds=max(0.05, min(self.RUN_SECONDS, end - started)),
-                    header="X-Model-Version",
-                    validate=self.cases.validator(self.versions),
-                ).run()
-                r = self.result
-                r.sent += run.sent
-                r.invalid += run.invalid
-                r.statuses.update(run.statuses)
-                r.errors.update(run.errors)
-                r.header_values.update(run.header_values)
-                r.latencies.extend(run.latencies)
-                r.elapsed += run.elapsed
-                self._stop.wait(self.RUN_SECONDS - (time.monotonic() - started))
-        except BaseException as exc:
-            self._error = exc
-
-    def stop(self) -> LoadResult:
-        self._stop.set()
-        self._thread.join(60)
-        if self._error is not None:
-            raise self._error
-        assert not self._thread.is_alive(), "the load generator did not stop"
-        return self.result
 
 
 # --- probes ---------------------------------------------------------------------------------------------
@@ -442,7 +335,7 @@ def test_2000_requests_equal_in_process_scoring(stack: Deployed) -> None:
 
 
 def test_scale_to_4_new_tasks_get_traffic_within_30s(stack: Deployed) -> None:
-    with BackgroundLoad(stack.cases, {"v1"}, max_seconds=120) as background:
+    with BackgroundLoad(stack.cases, {"v1"}, urls=[NGINX], max_seconds=120) as background:
         assert wait_until(lambda: background.result.sent > 200, 15)
         started = time.monotonic()
         swarm.docker("service", "scale", "--detach", f"{API}=4")
@@ -470,7 +363,7 @@ def test_scale_to_4_new_tasks_get_traffic_within_30s(stack: Deployed) -> None:
 
 
 def _roll(stack: Deployed, step: str, command: list[str], want_version: str, want_image: str) -> None:
-    with BackgroundLoad(stack.cases, {"v1", "v2"}, max_seconds=300) as background:
+    with BackgroundLoad(stack.cases, {"v1", "v2"}, urls=[NGINX], max_seconds=300) as background:
         assert wait_until(lambda: background.result.sent > 200, 15)
         previous = update_status(API)
         started = time.monotonic()
@@ -519,7 +412,7 @@ def test_a_killed_task_is_replaced_and_no_request_fails(stack: Deployed) -> None
     victim = next(t for t in api_tasks() if t["slot"] == "2")
     container = swarm.docker("ps", "-q", "--filter", f"label=com.docker.swarm.task.id={victim['id']}").strip()
     assert container, f"no container for task {victim}"
-    with BackgroundLoad(stack.cases, {"v1"}, max_seconds=120) as background:
+    with BackgroundLoad(stack.cases, {"v1"}, urls=[NGINX], max_seconds=120) as background:
         assert wait_until(lambda: background.result.sent > 500, 15)
         started = time.monotonic()
         swarm.docker("kill", container)
@@ -658,7 +551,7 @@ def test_autoscaler_scales_up_under_load_and_back_to_min_after(stack: Deployed) 
         idle = autoscaler_decisions()
         assert service_replicas(API) == AUTOSCALER_MIN, f"{idle}\n{stack_report()}"
 
-        with BackgroundLoad(stack.cases, {"v1"}, max_seconds=240) as background:
+        with BackgroundLoad(stack.cases, {"v1"}, urls=[NGINX], max_seconds=240) as background:
             started = time.monotonic()
             up = wait_until(lambda: service_replicas(API) > AUTOSCALER_MIN, 60, interval=0.5)
             up_seconds = time.monotonic() - started
@@ -729,7 +622,7 @@ def test_teardown_removes_everything(stack: Deployed, capsys: pytest.CaptureFixt
         assert swarm.leftovers(STACK) == {}
     if stack.left_swarm:  # the one-node swarm made for the test (unless someone deployed onto it meanwhile)
         assert swarm.swarm_state().node_state == "inactive"
-        assert not stack.made_gwbridge or not _network_exists("docker_gwbridge")
+        assert not stack.made_gwbridge or not network_exists("docker_gwbridge")
     assert not ports_in_use(loopback_ports())
     with capsys.disabled():
         print(f"\nswarm e2e: deployed in {stack.deploy_seconds:.1f}s, torn down in {seconds:.1f}s")

@@ -168,3 +168,34 @@ def test_a_validation_error_outside_settings_is_a_bug_and_keeps_its_traceback() 
     result = runner.invoke(handled_app(), ["bug"])
     assert isinstance(result.exception, ValidationError)
     assert result.exception.title == "Point"
+
+
+def _needs(module: str) -> typer.Typer:
+    """An app whose one command imports `module` as if it were not installed."""
+    sub = typer.Typer(cls=ReportingGroup)
+
+    @sub.command()
+    def go() -> None:
+        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+    @sub.command()
+    def other() -> None:  # two commands: `go` stays a subcommand
+        pass
+
+    return sub
+
+
+@pytest.mark.parametrize(
+    ("module", "extra"),
+    [("sklearn", "train"), ("pandas.core", "train"), ("pyarrow", "files"), ("mlflow.artifacts", "mlflow")],
+)
+def test_a_missing_extra_is_one_line_naming_it(module: str, extra: str) -> None:
+    result = runner.invoke(_needs(module), ["go"])
+    assert result.exit_code == FAILED
+    assert result.output.startswith(f"error: this command needs '{module}', from the '{extra}' extra")
+    assert result.output.rstrip().endswith(f"pip install 'propensity-service[{extra}]'")
+
+
+def test_a_missing_module_that_is_no_extras_keeps_its_traceback() -> None:
+    result = runner.invoke(_needs("uvloop"), ["go"])
+    assert isinstance(result.exception, ModuleNotFoundError) and result.exception.name == "uvloop"

@@ -552,3 +552,13 @@ def test_prediction_frame_coerces_its_columns() -> None:
     assert len(frame) == 2 and frame.phat.dtype == np.float64 and frame.outcome.dtype == np.int8
     assert frame.version.dtype == object and frame.label.dtype == np.float64
     assert len(PredictionFrame.empty()) == 0
+
+
+def test_the_numpy_logistic_and_normal_pieces_are_scipys() -> None:
+    """A serving worker computes these without scipy; scipy's values are the reference."""
+    x = np.concatenate([np.linspace(-800, 800, 4001), [-1e-300, 0.0, 1e-300, 36.0, -745.0]])
+    np.testing.assert_allclose(performance.expit(x), expit(x), rtol=1e-15, atol=1e-300)  # subnormals
+    p = np.concatenate([np.linspace(1e-12, 1 - 1e-12, 10_001), [EPS_P := 2.0**-52, 1 - EPS_P]])
+    np.testing.assert_allclose(performance.logit(p), logit(p), rtol=1e-13, atol=1e-15)
+    for confidence in (0.5, 0.8, 0.9, 0.95, 0.99, 0.999):
+        assert performance._z(confidence) == pytest.approx(float(norm.ppf(0.5 + confidence / 2)), rel=1e-14)

