@@ -14,12 +14,15 @@ SWARM_STACK ?= propensity
 SWARM_INIT ?= 0
 SWARM_RESOLVE_IMAGE ?= always
 SWARM_API_IMAGE ?= $(IMAGE_NAME):$(IMAGE_TAG)
+# read only by swarm-stack.mlflow.yml (SWARM_FILE="swarm-stack.yml swarm-stack.mlflow.yml")
+SWARM_MLFLOW_IMAGE ?= $(MLFLOW_IMAGE_NAME):$(IMAGE_TAG)
 TESTINFRA_IMAGE ?= propensity-testinfra:bookworm
 
 .PHONY: swarm-up swarm-down swarm-status swarm-configs swarm-test-image system-deps-swarm test-swarm
 
 swarm-up: venv ## deploy the Swarm stack (SWARM_FILE, SWARM_STACK, IMAGE_TAG); SWARM_INIT=1 may create a swarm
-	PROPENSITY_API_IMAGE=$(SWARM_API_IMAGE) $(BIN)/python -m tools.swarm up $(foreach f,$(SWARM_FILE),--file $(f)) \
+	PROPENSITY_API_IMAGE=$(SWARM_API_IMAGE) PROPENSITY_MLFLOW_IMAGE=$(SWARM_MLFLOW_IMAGE) \
+	  $(BIN)/python -m tools.swarm up $(foreach f,$(SWARM_FILE),--file $(f)) \
 	  --stack $(SWARM_STACK) --resolve-image $(SWARM_RESOLVE_IMAGE) $(if $(filter 1,$(SWARM_INIT)),--init)
 
 swarm-down: venv ## remove the Swarm stack and wait until it is gone
