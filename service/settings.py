@@ -231,6 +231,19 @@ class Settings(BaseSettings):
         description="How often a replica recomputes its performance gauges (one worker per replica does)",
     )
 
+    # shadow scoring (service/monitoring/shadow.py, docs/operations.md "Shadow scoring")
+    shadow_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of live requests whose rows the shadow model also scores, off the response "
+        "path; 0 = off",
+    )
+    shadow_alias: str = Field("staging", description="Alias of the model shadow scoring compares")
+    shadow_max_pending_rows: int = Field(
+        100_000, ge=1, description="Rows a worker holds for the shadow thread; beyond, rows are skipped"
+    )
+
     # gated retraining (service/model/retrain.py)
     retrain_auto_promote: bool = Field(
         False,

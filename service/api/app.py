@@ -33,8 +33,9 @@ from service.monitoring.drift_monitor import DriftMonitor
 from service.monitoring.feedback import Feedback
 from service.monitoring.performance_gauges import PerformanceGauges
 from service.monitoring.prediction_log import PredictionLog
+from service.monitoring.shadow import ShadowScorer
 from service.serving.cache import LRUCache, ResponseCache
-from service.serving.holder import ModelHolder
+from service.serving.holder import ModelHolder, ShadowHolder
 from service.serving.json_rows import JsonRows
 from service.serving.metric_buffer import MetricBuffer
 from service.serving.metrics import Metrics
@@ -272,13 +273,17 @@ def build_state(
             interval=settings.performance_refresh_seconds,
             min_labels=settings.performance_min_labels,
         )
+    shadow = None
+    if settings.shadow_share > 0:
+        shadow = ShadowScorer(settings, metrics, ShadowHolder(settings, metrics, holder.registry))
+        observers.append(shadow)
     codec = JsonRows(max_rows=settings.max_rows, max_errors=settings.max_errors_listed)
     pipeline = ScoringPipeline(
         settings, metrics, holder, codec, cache=cache, observers=observers, turns=turns
     )
     reads = BodyReads(settings.body_read_timeout_seconds)
     return AppState(
-        settings, metrics, holder, pipeline, cache, drift, reads, prediction_log, feedback, gauges
+        settings, metrics, holder, pipeline, cache, drift, reads, prediction_log, feedback, gauges, shadow
     )
 
 
@@ -316,7 +321,7 @@ def create_app(
         await anyio.to_thread.run_sync(holder.first_attempt.wait, settings.startup_wait_seconds)
         flusher = asyncio.create_task(flush_metrics(metrics.buffer))
         watchdog = asyncio.create_task(state.body_reads.watch())
-        background = [b for b in (state.prediction_log, state.gauges) if b is not None]
+        background = [b for b in (state.prediction_log, state.gauges, state.shadow) if b is not None]
         for service in background:
             service.start()
         try:

@@ -12,6 +12,7 @@ from service.monitoring.drift_monitor import DriftMonitor
 from service.monitoring.feedback import Feedback
 from service.monitoring.performance_gauges import PerformanceGauges
 from service.monitoring.prediction_log import PredictionLog
+from service.monitoring.shadow import ShadowScorer
 from service.serving.cache import ResponseCache
 from service.serving.holder import ModelHolder
 from service.serving.metrics import Metrics
@@ -31,6 +32,7 @@ class AppState:
     prediction_log: PredictionLog | None = None
     feedback: Feedback | None = None
     gauges: PerformanceGauges | None = None
+    shadow: ShadowScorer | None = None
 
     def attach(self, app: Starlette) -> None:
         app.state.propensity = self

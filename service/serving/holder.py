@@ -31,6 +31,7 @@ from typing import Any
 
 from service.errors import (
     ArtifactIntegrityError,
+    ArtifactNotFound,
     ModelNotReady,
     ModelRefused,
     PropensityError,
@@ -106,8 +107,7 @@ class ModelHolder:
         self.first_attempt = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        metrics.model_ready.set(0)
-        metrics.model_behind_alias.set(0)
+        self._report_start()
 
     @property
     def ready(self) -> bool:
@@ -190,6 +190,10 @@ class ModelHolder:
             return None
 
     # --- one attempt --------------------------------------------------------------------------------
+    @property
+    def pinned(self) -> bool:
+        return self.settings.model_version is not None
+
     def _target(self) -> str:
         if self.settings.model_version:
             return self.registry.resolve(self.settings.model_version)
@@ -198,7 +202,7 @@ class ModelHolder:
     def _up_to_date(self, stamp: Stamp | None) -> bool:
         if self.current is None or self.failure is not None:
             return False
-        return stamp == self._stamp or self.settings.model_version is not None  # a pin follows nothing
+        return stamp == self._stamp or self.pinned  # a pin follows nothing
 
     def refresh(self) -> None:
         """Load the followed version if it changed or the last attempt failed. Safe to call from any thread;
@@ -226,13 +230,10 @@ class ModelHolder:
         previous = self.current
         self.current = compiled  # the swap: one reference assignment
         self.metadata = artifact.metadata
-        if previous is not None:
-            self.metrics.model_info.labels(previous.name, previous.version, previous.sha256[:12]).set(0)
-        self.metrics.model_info.labels(compiled.name, compiled.version, compiled.sha256[:12]).set(1)
-        self.metrics.model_ready.set(1)
-        self.metrics.model_swaps.labels("loaded" if previous is None else "swapped").inc()
+        self._report_loaded(previous, compiled)
         log.info(
-            "serving %s/%s (sha256 %s)%s",
+            "%s %s/%s (sha256 %s)%s",
+            self.role,
             compiled.name,
             compiled.version,
             compiled.sha256[:12],
@@ -243,7 +244,7 @@ class ModelHolder:
     def _recovered(self, stamp: Stamp | None, what: str) -> None:
         self._stamp, self.last_error = stamp, None
         failure, self.failure = self.failure, None
-        self.metrics.model_behind_alias.set(0)
+        self._report_behind(False)
         if failure is not None:
             log.info("model follower recovered after %d failed attempt(s): %s", failure.failures, what)
 
@@ -256,15 +257,77 @@ class ModelHolder:
         delay = backoff_delay(failures, base, self.settings.reload_backoff_max_seconds)
         self.failure = RefreshFailure(version, detail, stamp, failures, self._clock() + delay, refused)
         self.last_error = detail
-        self.metrics.model_swaps.labels("failed").inc()
-        self.metrics.model_behind_alias.set(1)
+        self._report_failed()
         repeated = previous is not None and (previous.version, previous.detail) == (version, detail)
         log.log(
-            logging.DEBUG if repeated else logging.ERROR,
-            "model %s not loaded, still serving %s (attempt %d, next in %.3gs): %s",
+            logging.DEBUG if repeated else self.failure_level(version),
+            "model %s not loaded, still %s %s (attempt %d, next in %.3gs): %s",
             version or "?",
+            self.role,
             self.current.version if self.current else "nothing",
             failures,
             delay,
             detail,
         )
+
+    # --- what the holder reports (a shadow holder reports elsewhere) ---------------------------------
+    role = "serving"
+
+    def failure_level(self, version: str | None) -> int:
+        return logging.ERROR
+
+    def _report_start(self) -> None:
+        self.metrics.model_ready.set(0)
+        self.metrics.model_behind_alias.set(0)
+
+    def _report_loaded(self, previous: CompiledModel | None, compiled: CompiledModel) -> None:
+        if previous is not None:
+            self.metrics.model_info.labels(previous.name, previous.version, previous.sha256[:12]).set(0)
+        self.metrics.model_info.labels(compiled.name, compiled.version, compiled.sha256[:12]).set(1)
+        self.metrics.model_ready.set(1)
+        self.metrics.model_swaps.labels("loaded" if previous is None else "swapped").inc()
+
+    def _report_behind(self, behind: bool) -> None:
+        self.metrics.model_behind_alias.set(1 if behind else 0)
+
+    def _report_failed(self) -> None:
+        self.metrics.model_swaps.labels("failed").inc()
+        self._report_behind(True)
+
+
+class ShadowHolder(ModelHolder):
+    """The challenger for shadow scoring: follows `shadow_alias` (staging) the way the served model follows
+    its alias (verify, compile, golden rows, swap), but reports to the shadow metrics only. A registry
+    without that alias is the usual case, not an error: it is tried again every interval, quietly."""
+
+    role = "shadow-scoring with"
+
+    def __init__(self, settings: Settings, metrics: Metrics, registry: ModelRegistry | None = None) -> None:
+        follow = settings.model_copy(update={"model_alias": settings.shadow_alias, "model_version": None})
+        super().__init__(follow, metrics, registry)
+
+    def failure_level(self, version: str | None) -> int:
+        return logging.INFO if version is None else logging.ERROR  # no staging alias: nothing to shadow
+
+    def _target(self) -> str:
+        try:
+            return super()._target()
+        except ArtifactNotFound:  # the alias was deleted (or never set): stop comparing with its old version
+            previous, self.current = self.current, None
+            if previous is not None:
+                self.metrics.shadow_model_info.labels(previous.name, previous.version).set(0)
+            raise
+
+    def _report_start(self) -> None:
+        pass
+
+    def _report_loaded(self, previous: CompiledModel | None, compiled: CompiledModel) -> None:
+        if previous is not None:
+            self.metrics.shadow_model_info.labels(previous.name, previous.version).set(0)
+        self.metrics.shadow_model_info.labels(compiled.name, compiled.version).set(1)
+
+    def _report_behind(self, behind: bool) -> None:
+        pass
+
+    def _report_failed(self) -> None:
+        pass

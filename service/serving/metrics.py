@@ -72,6 +72,10 @@ STAGE_BUCKETS = (
 CACHE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 ROWS_BUCKETS = (1, 2, 5, 10, 50, 100, 500, 1000, 2500, 5000, 10000)
 PHAT_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+# The challenger's phat minus the served model's, row by row: symmetric, fine near 0 (two versions of one
+# model), up to the whole range.
+_DIFF_STEPS = (0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+SHADOW_DIFF_BUCKETS = (*(-s for s in reversed(_DIFF_STEPS)), 0.0, *_DIFF_STEPS, 1.0)
 
 
 def multiprocess_dir() -> str | None:
@@ -199,6 +203,54 @@ class Metrics:
         self._drift_gauges(p, r)
         self._log_metrics(p, r)
         self._performance_gauges(p, r)
+        self._shadow_metrics(p, r)
+
+    def _shadow_metrics(self, p: str, r: CollectorRegistry) -> None:
+        """Shadow scoring (service/monitoring/shadow.py): the challenger beside the served model, labelled
+        by both versions, so a series never mixes two challengers."""
+        versions = ["served", "shadow"]
+        self.shadow_rows = Counter(
+            p + "shadow_rows",
+            "Rows the shadow model scored beside the served one, by result: same (the same business "
+            "outcome), flip_up (0 served, 1 shadow), flip_down (1 served, 0 shadow), refused (the shadow "
+            "model could not score a row the served one did)",
+            [*versions, "result"],
+            registry=r,
+        )
+        self.shadow_phat_difference = Histogram(
+            p + "shadow_phat_difference",
+            "Shadow phat minus served phat, per row both scored",
+            versions,
+            buckets=SHADOW_DIFF_BUCKETS,
+            registry=r,
+        )
+        self.shadow_contribution_shift = Counter(
+            p + "shadow_contribution_shift",
+            "Sum over rows of |shadow - served| contribution (coefficient x input) per model input; divided "
+            "by the rows both scored, the mean shift of each input's push on the logit",
+            [*versions, "feature"],
+            registry=r,
+        )
+        self.shadow_skipped_rows = Counter(
+            p + "shadow_skipped_rows",
+            "Live rows not shadow-scored, by reason: sampled_out, dropped (the queue was full), "
+            "same_version, no_model (no shadow model loaded), columns_unread (a big body's decoder "
+            "skipped a column the shadow model reads)",
+            ["reason"],
+            registry=r,
+        )
+        self.shadow_seconds = Counter(
+            p + "shadow_seconds",
+            "Seconds the shadow thread spent scoring and comparing (its cost, off the response path)",
+            registry=r,
+        )
+        self.shadow_model_info = Gauge(
+            p + "shadow_model_info",
+            "1 for the version shadow scoring compares with the served one",
+            ["model", "version"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
 
     def _log_metrics(self, p: str, r: CollectorRegistry) -> None:
         """The prediction log and label feedback (service/monitoring/prediction_log.py, feedback.py)."""
@@ -323,18 +375,7 @@ class Metrics:
                 if math.isfinite(value):
                     self.buffer.observe(self.phat, value)
             return
-        arr = np.fromiter(values, dtype=np.float64)
-        if not math.isfinite(arr.sum()):  # one pass tells; only then the values are filtered
-            arr = arr[np.isfinite(arr)]
-        if arr.size == 0:
-            return
-        index = np.searchsorted(np.asarray(PHAT_BUCKETS), arr, side="left")
-        counts = np.bincount(index, minlength=len(PHAT_BUCKETS) + 1)
-        hist = self.phat
-        for bucket, count in zip(hist._buckets, counts.tolist(), strict=True):
-            if count:
-                bucket.inc(count)
-        hist._sum.inc(float(arr.sum()))
+        observe_many(self.phat, PHAT_BUCKETS, np.fromiter(values, dtype=np.float64))
 
     def render(self) -> tuple[bytes, str]:
         self.buffer.flush()  # this worker's pending updates; the others flush within their interval
@@ -344,3 +385,20 @@ class Metrics:
             MultiProcessCollector(registry, path=path)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def observe_many(hist: Any, bounds: tuple[float, ...], values: np.ndarray) -> None:
+    """Observe every value of `values` in the histogram (a child, labels applied) whose buckets are
+    `bounds`: one increment per bucket, not per value, with Histogram.observe's semantics (a value lands
+    in the first bucket whose bound is >= it). prometheus_client has no public bulk observe. A value that
+    is not finite is skipped: one NaN would make the sum NaN for the rest of the worker's life."""
+    if not math.isfinite(values.sum()):  # one pass tells; only then the values are filtered
+        values = values[np.isfinite(values)]
+    if values.size == 0:
+        return
+    index = np.searchsorted(np.asarray(bounds), values, side="left")
+    counts = np.bincount(index, minlength=len(bounds) + 1)
+    for bucket, count in zip(hist._buckets, counts.tolist(), strict=True):
+        if count:
+            bucket.inc(count)
+    hist._sum.inc(float(values.sum()))

@@ -1,10 +1,11 @@
 """What happens after a batch is scored: an event, the observers that receive it, and the business metrics.
 
 Observers are injected into the scoring pipeline (so serving never imports monitoring): the business
-metrics below, the drift monitor (service/monitoring/drift_monitor.py), and later a prediction log or
-shadow scoring. Each gets every scored batch, on the worker's event-loop thread (a batch scored in a
-worker thread is handed over when that thread is done), so an observer needs no lock. An observer
-runs on the request path: it does O(1) work per batch, or bulk work amortised over many.
+metrics below, the drift monitor (service/monitoring/drift_monitor.py), the prediction log and shadow
+scoring (service/monitoring/shadow.py). Each gets every scored batch, on the worker's event-loop thread
+(a batch scored in a worker thread is handed over when that thread is done), so an observer needs no
+lock. An observer runs on the request path: it does O(1) work per batch, or bulk work amortised over
+many.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from tools.bench import (  # noqa: F401  (importing one registers it)
     overhead,
     reasons_bench,
     sections,
+    shadow_bench,
     v2_bench,
 )
 from tools.bench.core import SECTIONS, Context, Options, Result, Section
@@ -47,6 +48,7 @@ ORDER = (
     "reasons",
     "mixed",
     "log",
+    "shadow",
     "overhead",
     "cluster",
     "files",

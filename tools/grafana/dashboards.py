@@ -208,6 +208,62 @@ def realized_with_interval(metric: str) -> list[prometheus.Dataquery]:
     ]
 
 
+def shadow_row() -> list[Panel]:
+    """The staging model beside the served one on live rows (service/monitoring/shadow.py), per pair."""
+    pair = "served, shadow"
+    rows = "propensity_shadow_rows_total"
+    compared = f'sum by ({pair}) (rate({rows}{{{API},result!="refused"}}[{RI}]))'
+    return [
+        ts(
+            "Shadow: business outcomes that flip",
+            q(
+                f'sum by ({pair}) (rate({rows}{{{API},result=~"flip_up|flip_down"}}[{RI}])) / {compared}',
+                "{{served}} -> {{shadow}}",
+            ),
+            q(
+                f'sum by ({pair}) (rate({rows}{{{API},result="refused"}}[{RI}])) / '
+                f"sum by ({pair}) (rate({rows}{{{API}}}[{RI}]))",
+                "refused by {{shadow}}",
+            ),
+            unit="percentunit",
+            about="Share of the rows both models scored whose business outcome differs (the campaign "
+            "would change for them), and share the shadow model could not score.",
+        ),
+        ts(
+            "Shadow: phat difference (shadow - served)",
+            *quantiles("propensity_shadow_phat_difference", API, by="shadow", qs=(0.01, 0.5, 0.99)),
+            about="Quantiles of the per-row difference; histogram buckets are finer near 0.",
+        ),
+        ts(
+            "Shadow: mean contribution shift by input",
+            q(
+                f"sum by (feature) (rate(propensity_shadow_contribution_shift_total{{{API}}}[{RI}])) "
+                f'/ scalar(sum(rate({rows}{{{API},result!="refused"}}[{RI}])))',
+                "{{feature}}",
+            ),
+            about="Mean |shadow - served| of each input's coefficient x input, over the rows both "
+            "scored: which inputs move the logit differently.",
+        ),
+        ts(
+            "Shadow: rows compared and skipped",
+            q(f"sum by (result) (rate({rows}{{{API}}}[{RI}]))", "{{result}}"),
+            q(
+                f"sum by (reason) (rate(propensity_shadow_skipped_rows_total{{{API}}}[{RI}]))",
+                "skipped: {{reason}}",
+            ),
+            unit="rps",
+            stack=True,
+        ),
+        ts(
+            "Shadow: thread CPU per replica",
+            q(f"sum by (instance) (rate(propensity_shadow_seconds_total{{{API}}}[{RI}]))", "{{instance}}"),
+            unit="percentunit",
+            about="Seconds the shadow threads spend per second: the cost of shadow scoring, off the "
+            "response path.",
+        ),
+    ]
+
+
 def performance_row() -> list[Panel]:
     low, high = CALIBRATION_BAND
     return [
@@ -597,6 +653,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
         ],
     ),
     ("Model performance", performance_row()),
+    ("Shadow scoring", shadow_row()),
 ]
 
 
@@ -605,8 +662,8 @@ def dashboard() -> dict[str, Any]:
         db.Dashboard("Propensity service")
         .uid("propensity-service")
         .description(
-            "Traffic, latency, errors, cache, replicas and autoscaling, scores, input drift and model "
-            "performance."
+            "Traffic, latency, errors, cache, replicas and autoscaling, scores, input drift, model "
+            "performance and shadow scoring."
         )
         .tags(["propensity"])
         .timezone("browser")

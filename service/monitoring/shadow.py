@@ -1,0 +1,314 @@
+"""Shadow scoring: the `staging` model also scores a share of the live rows, off the response path, and
+its agreement with the served model is counted.
+
+On the event loop `on_scored` does O(1) work: a sampled call's batch, with the served model's result,
+is queued for the worker's shadow thread (at most `shadow_max_pending_rows` rows wait; a call beyond
+that is skipped and counted). The answer the client gets is the served model's, made before any of this,
+and its latency does not include the shadow's work. The thread scores the batch with the challenger and
+compares the two, row by row, over the rows the served model scored:
+
+- the business outcome: `same`, `flip_up` (served 0, shadow 1), `flip_down` (served 1, shadow 0), or
+  `refused` (the challenger could not score the row, e.g. a category level it does not know);
+- phat: shadow minus served, as a histogram;
+- every model input's contribution to the logit (coefficient x input; an input one model does not use
+  contributes 0 there): the sum over rows of |shadow - served|, so that the mean shift per input is that
+  sum over the rows both scored (the same/flip counts).
+
+The metrics are labelled with both versions (a series never mixes two challengers). Where its time goes:
+the thread takes the queued calls together, up to MERGE_ROWS rows of JSON objects at a time, waiting up
+to GATHER_SECONDS for them (most calls are one row: scored one by one they would cost four times as much
+a row; together they take the array path, the same bits), and sums what it finds in memory,
+writing the metrics every FLUSH_SECONDS (a metric update costs more than a row's comparison). It counts
+its own time (propensity_shadow_seconds_total, the cost) and yields the GIL after every merged batch, so
+a request on the loop waits for it at most one such batch (~1 ms). Cache hits are not shadow-scored:
+nothing was scored for them. A big body's column decoder reads only the served model's columns: such a
+call is skipped (`columns_unread`) when the challenger reads a column the served model does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.serving.batch import ColumnBatch, JsonBatch
+from service.serving.holder import ShadowHolder
+from service.serving.metrics import SHADOW_DIFF_BUCKETS, Metrics, observe_many
+from service.serving.observe import Scoring
+from service.serving.reasons import contributions
+from service.serving.scorer import CompiledModel, Scored
+from service.settings import Settings
+
+log = logging.getLogger("propensity.shadow")
+
+RESULTS = ("same", "flip_up", "flip_down", "refused")
+SKIPS = ("sampled_out", "dropped", "same_version", "no_model", "columns_unread")
+MERGE_ROWS = 64
+GATHER_SECONDS = 0.05  # a shadow result may wait this long for more calls to be scored with
+FLUSH_SECONDS = 0.25
+
+
+@dataclass
+class Agreement:
+    """One batch compared: counts per result, the phat differences of the rows both scored, and per model
+    input the sum of |contribution shift| over those rows."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
+    differences: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    shifts: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def compared(self) -> int:
+        return self.counts["same"] + self.counts["flip_up"] + self.counts["flip_down"]
+
+
+def compare(
+    served_model: CompiledModel, served: Scored, shadow_model: CompiledModel, shadow: Scored
+) -> Agreement:
+    """The agreement of two models' results on the same batch (the rows the served model scored)."""
+    n = len(served.phat)
+    scored = np.ones(n, dtype=bool)
+    scored[list(served.bad_rows)] = False
+    both = scored.copy()
+    both[list(shadow.bad_rows)] = False
+    out = Agreement()
+    out.counts["refused"] = int(scored.sum() - both.sum())
+    if not both.any():
+        return out
+    a = np.asarray(served.outcome)[both]
+    b = np.asarray(shadow.outcome)[both]
+    out.counts["same"] = int((a == b).sum())
+    out.counts["flip_up"] = int(((a == 0) & (b == 1)).sum())
+    out.counts["flip_down"] = int(((a == 1) & (b == 0)).sum())
+    out.differences = np.asarray(shadow.phat)[both] - np.asarray(served.phat)[both]
+    served_terms = _terms(served_model, served, both)
+    shadow_terms = _terms(shadow_model, shadow, both)
+    zero = np.zeros(int(both.sum()))
+    for feature in dict.fromkeys([*served_model.features, *shadow_model.features]):
+        shift = shadow_terms.get(feature, zero) - served_terms.get(feature, zero)
+        out.shifts[feature] = float(np.abs(shift).sum())
+    return out
+
+
+def _terms(model: CompiledModel, scored: Scored, rows: np.ndarray) -> dict[str, np.ndarray]:
+    terms = contributions(model, scored)[rows]
+    return {feature: terms[:, j] for j, feature in enumerate(model.features)}
+
+
+def merged(scored: list[Scored]) -> Scored:
+    """The results of consecutive batches as one batch's (what `compare` reads: phat, outcome, the
+    model inputs' columns, the rows not scored)."""
+    out = Scored(columns={name: [] for name in scored[0].columns}, phat=[], outcome=[])
+    for part in scored:
+        out.bad_rows.update(len(out.phat) + i for i in part.bad_rows)
+        out.phat += part.phat
+        out.outcome += part.outcome
+        for name, values in part.columns.items():
+            out.columns[name] += values
+    return out
+
+
+@dataclass
+class Tally:
+    """What the thread found for one (served, shadow) pair since its last write of the metrics."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
+    differences: list[np.ndarray] = field(default_factory=list)
+    shifts: dict[str, float] = field(default_factory=dict)
+
+    def add(self, agreement: Agreement) -> None:
+        for result, count in agreement.counts.items():
+            self.counts[result] += count
+        if agreement.differences.size:
+            self.differences.append(agreement.differences)
+        for feature, total in agreement.shifts.items():
+            self.shifts[feature] = self.shifts.get(feature, 0.0) + total
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    event: Scoring
+    challenger: CompiledModel
+
+
+class ShadowScorer:
+    """A scoring observer (service/serving/observe.py) that hands sampled batches to the shadow thread."""
+
+    watches_hits = False
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        holder: ShadowHolder,
+        *,
+        sample: Callable[[], float] = random.random,
+    ) -> None:
+        self.share = settings.shadow_share
+        self.max_pending = settings.shadow_max_pending_rows
+        self.metrics = metrics
+        self.holder = holder
+        self._sample = sample
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._pending_rows = 0  # rows queued, not yet compared (the loop adds, the thread subtracts)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._skipped = {reason: metrics.shadow_skipped_rows.labels(reason) for reason in SKIPS}
+        self._tallies: dict[tuple[str, str], Tally] = {}
+        self._seconds = 0.0
+        self._flushed_at = time.monotonic()
+
+    # --- the event loop -----------------------------------------------------------------------------
+    def on_scored(self, event: Scoring) -> None:
+        reason = self._skip(event)
+        if reason is None and not self._reserve(len(event.batch)):
+            reason = "dropped"
+        if reason is not None:
+            self.metrics.buffer.inc(self._skipped[reason], len(event.batch))
+            return
+        challenger = self.holder.current
+        assert challenger is not None
+        self._queue.put(_Pending(event, challenger))
+
+    def _skip(self, event: Scoring) -> str | None:
+        challenger = self.holder.current
+        if challenger is None:
+            return "no_model"
+        if challenger.version == event.model.version:
+            return "same_version"
+        if self.share < 1.0 and self._sample() >= self.share:
+            return "sampled_out"
+        if isinstance(event.batch, ColumnBatch) and not _reads_all(event.model, challenger):
+            return "columns_unread"
+        return None
+
+    def _reserve(self, rows: int) -> bool:
+        with self._lock:
+            if self._pending_rows + rows > self.max_pending:
+                return False
+            self._pending_rows += rows
+            return True
+
+    # --- the shadow thread --------------------------------------------------------------------------
+    def start(self) -> None:
+        self.holder.start()
+        self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Compare what is queued, write the metrics, then stop (within `timeout`)."""
+        self.holder.stop()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_rows
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                item = self._queue.get(timeout=FLUSH_SECONDS)
+            except queue.Empty:
+                self.flush()
+                continue
+            if item is None:
+                break
+            items, stopping = self._more([item])
+            try:
+                self.process(items)
+            except Exception:  # a bug here must not stop shadow scoring, nor touch serving
+                log.exception("shadow scoring of %d call(s) failed; continuing", len(items))
+            finally:
+                with self._lock:
+                    self._pending_rows -= sum(len(i.event.batch) for i in items)
+            if time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+                self.flush()
+            time.sleep(0)  # the loop's requests first: at most one merged batch between two of its turns
+        self.flush()
+
+    def _more(self, items: list[_Pending]) -> tuple[list[_Pending], bool]:
+        """Queued calls to take with the first: JSON objects for the same pair of models, up to MERGE_ROWS
+        rows. Returns them, and whether the stop mark came (it ends the run after them)."""
+        first = items[0]
+        if not isinstance(first.event.batch, JsonBatch):
+            return items, False
+        rows = len(first.event.batch)
+        until = time.monotonic() + GATHER_SECONDS
+        while rows < MERGE_ROWS and (wait := until - time.monotonic()) > 0:
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                break
+            if item is None:
+                return items, True
+            items.append(item)
+            rows += len(item.event.batch)
+            if not _mergeable(first, item):
+                break
+        return items, False
+
+    def process(self, items: list[_Pending]) -> None:
+        """Score the calls' batches with the challenger, compare, and add to the tallies."""
+        started = time.perf_counter()
+        for group in _groups(items):
+            event, challenger = group[0].event, group[0].challenger
+            if len(group) == 1:
+                batch, served = event.batch, event.scored
+            else:
+                batch = JsonBatch([row for i in group for row in i.event.batch.rows])
+                served = merged([i.event.scored for i in group])
+            agreement = compare(event.model, served, challenger, challenger.score_batch(batch))
+            pair = (event.model.version, challenger.version)
+            self._tallies.setdefault(pair, Tally()).add(agreement)
+        self._seconds += time.perf_counter() - started
+
+    def flush(self) -> None:
+        """Write the tallies to the metrics (the thread's, and at stop)."""
+        self._flushed_at = time.monotonic()
+        tallies, self._tallies = self._tallies, {}
+        m = self.metrics
+        for (served, shadow), tally in tallies.items():
+            for result, count in tally.counts.items():
+                if count:
+                    m.shadow_rows.labels(served, shadow, result).inc(count)
+            if tally.differences:
+                histogram = m.shadow_phat_difference.labels(served, shadow)
+                observe_many(histogram, SHADOW_DIFF_BUCKETS, np.concatenate(tally.differences))
+            for feature, total in tally.shifts.items():
+                m.shadow_contribution_shift.labels(served, shadow, feature).inc(total)
+        if self._seconds:
+            seconds, self._seconds = self._seconds, 0.0
+            m.shadow_seconds.inc(seconds)
+
+
+def _reads_all(served: CompiledModel, challenger: CompiledModel) -> bool:
+    """Whether a column batch decoded for `served` holds every column `challenger` reads."""
+    return set(challenger.used_columns) <= set(served.used_columns) | set(served.passthrough)
+
+
+def _mergeable(a: _Pending, b: _Pending) -> bool:
+    return (
+        isinstance(b.event.batch, JsonBatch)
+        and b.event.model is a.event.model
+        and b.challenger is a.challenger
+    )
+
+
+def _groups(items: list[_Pending]) -> list[list[_Pending]]:
+    """The items in runs that score as one batch (JSON objects, the same pair of models)."""
+    out: list[list[_Pending]] = []
+    for item in items:
+        if out and _mergeable(out[-1][0], item) and isinstance(out[-1][0].event.batch, JsonBatch):
+            out[-1].append(item)
+        else:
+            out.append([item])
+    return out

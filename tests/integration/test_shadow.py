@@ -1,0 +1,137 @@
+"""Shadow scoring under real gunicorn workers: `staging` (a model retrained on another month) scores every
+live row beside `production`; every answer stays production's, bit for bit, and the agreement the
+workers export equals the comparison of the two models on the same rows in this process."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.model.registry import Registry
+from service.model.synthetic import write_synthetic_csv
+from service.model.training import train_csv
+from service.monitoring.shadow import RESULTS, compare
+from service.serving.batch import JsonBatch
+from service.serving.metrics import SHADOW_DIFF_BUCKETS
+from service.serving.scorer import CompiledModel
+from tests.servers import Server, start_server
+from tools.bench.cluster_bench import make_rows
+
+CALLS = 400  # single rows and batches of up to 40 rows: 4,400 rows
+PAIR = {"served": "v1", "shadow": "v2"}
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def key(name: str, **labels: str) -> Key:
+    return name, tuple(sorted(labels.items()))
+
+
+@pytest.fixture(scope="module")
+def registry(approved_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    root = tmp_path_factory.mktemp("shadow")
+    shutil.copytree(approved_registry.root, root / "artifacts")
+    registry = Registry(root / "artifacts", approved_registry.name)
+    write_synthetic_csv(root / "month.csv", 6_000, seed=31)
+    version, _ = train_csv(root / "month.csv", registry)
+    registry.set_alias("staging", version)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"PROPENSITY_SHADOW_SHARE": "1", "PROPENSITY_PREDICTION_LOG_ENABLED": "false"}
+    with start_server(registry.root, tmp_path_factory.mktemp("shadow-log"), env=env) as srv:
+        yield srv
+
+
+def scrape(url: str) -> dict[Key, float]:
+    """Every sample of /metrics by (name, sorted labels)."""
+    out: dict[Key, float] = defaultdict(float)
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics").text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] += sample.value
+    return out
+
+
+def shadow_rows(metrics: dict[Key, float]) -> float:
+    return sum(v for (name, _), v in metrics.items() if name == "propensity_shadow_rows_total")
+
+
+def test_every_answer_is_productions_and_the_agreement_is_the_offline_comparison(
+    server: Server, registry: Registry
+) -> None:
+    served = CompiledModel.from_artifact(registry.load_serving("v1"))
+    shadow = CompiledModel.from_artifact(registry.load_serving("v2"))
+    assert served.cutoff != shadow.cutoff or served.coefficients != shadow.coefficients
+    deadline = time.monotonic() + 30
+    while scrape(server.url).get(key("propensity_shadow_model_info", model="propensity", version="v2")) != 1:
+        assert time.monotonic() < deadline, "the workers never loaded the staging model"
+        time.sleep(0.2)
+
+    rows = make_rows(CALLS * 11, seed=77)
+    bodies, offset = [], 0
+    for i in range(CALLS):
+        size = 1 if i % 2 else 1 + (i % 40)
+        bodies.append(rows[offset : offset + size])
+        offset += size
+    sent = rows[:offset]
+    with httpx.Client(base_url=server.url) as client:
+        for body in bodies:
+            answer = client.post(
+                "/predict", content=orjson.dumps(body), headers={"content-type": "application/json"}
+            )
+            assert answer.status_code == 200 and answer.headers["x-model-version"] == "v1"
+            assert answer.content == orjson.dumps(served.records(served.score(body)))
+
+    deadline = time.monotonic() + 60
+    while (metrics := scrape(server.url)) and shadow_rows(metrics) < len(sent):
+        assert time.monotonic() < deadline, f"shadow rows {shadow_rows(metrics)} of {len(sent)}"
+        time.sleep(0.25)
+    batch = JsonBatch(sent)
+    offline = compare(served, served.score_batch(batch), shadow, shadow.score_batch(batch))
+    for result in RESULTS:
+        assert (
+            metrics.get(key("propensity_shadow_rows_total", **PAIR, result=result), 0)
+            == offline.counts[result]
+        )
+    assert offline.counts["flip_up"] + offline.counts["flip_down"] > 0  # two different models
+    for bound in SHADOW_DIFF_BUCKETS:
+        want = int((offline.differences <= bound).sum())
+        assert metrics[key("propensity_shadow_phat_difference_bucket", **PAIR, le=str(bound))] == want, bound
+    for feature, total in offline.shifts.items():
+        got = metrics[key("propensity_shadow_contribution_shift_total", **PAIR, feature=feature)]
+        assert got == pytest.approx(total, rel=1e-9)
+    skipped = {
+        labels: v for (name, labels), v in metrics.items() if name == "propensity_shadow_skipped_rows_total"
+    }
+    assert sum(skipped.values()) == 0, skipped
+    assert metrics[("propensity_shadow_seconds_total", ())] > 0
+
+
+def test_no_staging_alias_no_shadow(
+    server: Server, registry: Registry, reference_rows: list[dict[str, Any]]
+) -> None:
+    """The alias deleted: the workers let the challenger go and count the rows as not shadowed."""
+    registry.delete_alias("staging", reason="the shadow test is done")
+    deadline = time.monotonic() + 30
+    while scrape(server.url).get(
+        ("propensity_shadow_model_info", (("model", "propensity"), ("version", "v2")))
+    ):
+        assert time.monotonic() < deadline, "the workers kept the deleted staging model"
+        time.sleep(0.2)
+    before = scrape(server.url)
+    for _ in range(10):
+        assert httpx.post(server.url + "/predict", json=reference_rows).status_code == 200
+    time.sleep(0.6)  # two metric flushes
+    after = scrape(server.url)
+    no_model = key("propensity_shadow_skipped_rows_total", reason="no_model")
+    assert after.get(no_model, 0) - before.get(no_model, 0) == 10 * len(reference_rows)
+    assert shadow_rows(after) == shadow_rows(before)
