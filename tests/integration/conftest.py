@@ -36,3 +36,24 @@ def registry(tmp_path: Path, two_versions: Registry) -> Registry:
     """A copy of `two_versions` of this test's own, to corrupt or promote in."""
     shutil.copytree(two_versions.dir, tmp_path / "artifacts" / "propensity")
     return Registry(tmp_path / "artifacts", "propensity")
+
+
+@pytest.fixture(scope="session")
+def retrained(approved_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """v1 = production (the approved model) and v2 = staging, retrained on a synthetic month: another model
+    (coefficients, cutoff), built once; a test that moves aliases takes a copy (`staged_copy`)."""
+    from service.model.synthetic import write_synthetic_csv
+    from service.model.training import train_csv
+
+    root = tmp_path_factory.mktemp("retrained")
+    shutil.copytree(approved_registry.root, root / "artifacts")
+    registry = Registry(root / "artifacts", approved_registry.name)
+    write_synthetic_csv(root / "month.csv", 6_000, seed=31)
+    version, _ = train_csv(root / "month.csv", registry)
+    registry.set_alias("staging", version)
+    return registry
+
+
+def staged_copy(retrained: Registry, root: Path) -> Registry:
+    shutil.copytree(retrained.root, root / "artifacts")
+    return Registry(root / "artifacts", retrained.name)

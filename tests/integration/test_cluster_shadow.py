@@ -6,39 +6,29 @@ staging alias deleted), and the latency of both runs reported side by side (the 
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.model.registry import Registry
-from service.model.synthetic import write_synthetic_csv
-from service.model.training import train_csv
 from service.monitoring.shadow import RESULTS, compare
 from service.serving.batch import JsonBatch
 from service.serving.metrics import SHADOW_DIFF_BUCKETS
 from service.serving.scorer import CompiledModel
+from tests.integration.conftest import staged_copy
+from tests.integration.scraped import Key, key, samples, total
 from tools.bench.cluster_bench import make_rows, running_cluster
 from tools.cluster import Cluster, http_get
 from tools.loadgen import LoadResult, LoadRunner, post
 
 REQUESTS = 20_000
-Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
 @pytest.fixture(scope="module")
-def registry(approved_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    root = tmp_path_factory.mktemp("cluster-shadow")
-    shutil.copytree(approved_registry.root, root / "artifacts")
-    registry = Registry(root / "artifacts", approved_registry.name)
-    write_synthetic_csv(root / "month.csv", 6_000, seed=31)
-    version, _ = train_csv(root / "month.csv", registry)
-    registry.set_alias("staging", version)
-    return registry
+def registry(retrained: Registry, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return staged_copy(retrained, tmp_path_factory.mktemp("cluster-shadow"))
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +40,8 @@ def cluster(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def scrape(cluster: Cluster) -> dict[Key, float]:
-    """Every sample of every replica's /metrics, summed over replicas, by (name, sorted labels)."""
-    out: dict[Key, float] = defaultdict(float)
-    for port in cluster.config.replica_ports():
-        for family in text_string_to_metric_families(http_get(port, "/metrics")[1].decode()):
-            for sample in family.samples:
-                out[(sample.name, tuple(sorted(sample.labels.items())))] += sample.value
-    return out
-
-
-def key(name: str, **labels: str) -> Key:
-    return name, tuple(sorted(labels.items()))
-
-
-def total(metrics: dict[Key, float], name: str) -> float:
-    return sum(v for (n, _), v in metrics.items() if n == name)
+    """Every replica's /metrics, summed over the replicas."""
+    return samples(http_get(port, "/metrics")[1].decode() for port in cluster.config.replica_ports())
 
 
 def run_load(cluster: Cluster, bodies: list[bytes], expected: list[bytes]) -> LoadResult:

@@ -4,45 +4,31 @@ workers export equals the comparison of the two models on the same rows in this 
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.model.registry import Registry
-from service.model.synthetic import write_synthetic_csv
-from service.model.training import train_csv
 from service.monitoring.shadow import RESULTS, compare
 from service.serving.batch import JsonBatch
 from service.serving.metrics import SHADOW_DIFF_BUCKETS
 from service.serving.scorer import CompiledModel
+from tests.integration.conftest import staged_copy
+from tests.integration.scraped import Key, key, samples, total
 from tests.servers import Server, start_server
 from tools.bench.cluster_bench import make_rows
 
 CALLS = 400  # single rows and batches of up to 40 rows: 4,400 rows
 PAIR = {"served": "v1", "shadow": "v2"}
-Key = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def key(name: str, **labels: str) -> Key:
-    return name, tuple(sorted(labels.items()))
 
 
 @pytest.fixture(scope="module")
-def registry(approved_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    root = tmp_path_factory.mktemp("shadow")
-    shutil.copytree(approved_registry.root, root / "artifacts")
-    registry = Registry(root / "artifacts", approved_registry.name)
-    write_synthetic_csv(root / "month.csv", 6_000, seed=31)
-    version, _ = train_csv(root / "month.csv", registry)
-    registry.set_alias("staging", version)
-    return registry
+def registry(retrained: Registry, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return staged_copy(retrained, tmp_path_factory.mktemp("shadow"))
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +39,11 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def scrape(url: str) -> dict[Key, float]:
-    """Every sample of /metrics by (name, sorted labels)."""
-    out: dict[Key, float] = defaultdict(float)
-    for family in text_string_to_metric_families(httpx.get(url + "/metrics").text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] += sample.value
-    return out
+    return samples([httpx.get(url + "/metrics").text])
 
 
 def shadow_rows(metrics: dict[Key, float]) -> float:
-    return sum(v for (name, _), v in metrics.items() if name == "propensity_shadow_rows_total")
+    return total(metrics, "propensity_shadow_rows_total")
 
 
 def test_every_answer_is_productions_and_the_agreement_is_the_offline_comparison(
@@ -106,9 +87,9 @@ def test_every_answer_is_productions_and_the_agreement_is_the_offline_comparison
     for bound in SHADOW_DIFF_BUCKETS:
         want = int((offline.differences <= bound).sum())
         assert metrics[key("propensity_shadow_phat_difference_bucket", **PAIR, le=str(bound))] == want, bound
-    for feature, total in offline.shifts.items():
+    for feature, shift in offline.shifts.items():
         got = metrics[key("propensity_shadow_contribution_shift_total", **PAIR, feature=feature)]
-        assert got == pytest.approx(total, rel=1e-9)
+        assert got == pytest.approx(shift, rel=1e-9)
     skipped = {
         labels: v for (name, labels), v in metrics.items() if name == "propensity_shadow_skipped_rows_total"
     }

@@ -16,7 +16,7 @@ import http.client
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from service.model.registries import ModelRegistry, open_registry
 from service.model.signing import generate_keys
 from service.serving.scorer import CompiledModel
 from service.settings import Settings
+from tests.servers import wait_until
 from tests.swarm.node import leave_swarm_made_here, network_exists
 from tests.swarm.traffic import BackgroundLoad, Cases, make_cases
 from tools import swarm
@@ -113,15 +114,6 @@ def ready_versions() -> list[str | None]:
         except OSError:
             out.append(None)
     return out
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def scale(service: str, replicas: int) -> None:
