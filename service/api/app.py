@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 import time
@@ -319,6 +320,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder.start()
         await anyio.to_thread.run_sync(holder.first_attempt.wait, settings.startup_wait_seconds)
+        # What start-up built (modules, the app, the model) lives as long as the worker: out of the
+        # collector's way, so that the full collections a 10,000-row batch's objects set off do not walk it
+        # again each time, holding the GIL while small requests wait (`make bench`, section mixed).
+        gc.freeze()
         flusher = asyncio.create_task(flush_metrics(metrics.buffer))
         watchdog = asyncio.create_task(state.body_reads.watch())
         background = [b for b in (state.prediction_log, state.gauges, state.shadow) if b is not None]

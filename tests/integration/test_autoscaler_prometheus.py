@@ -29,6 +29,7 @@ from service.autoscaler.signals import PrometheusSignal, SignalError
 from service.model.registry import Registry
 from service.model.schema import example_rows
 from tests.conftest import free_port
+from tests.integration.conftest import staged_copy
 from tests.integration.prometheus_server import Prometheus, start_prometheus
 from tests.servers import Server, start_server
 from tests.unit.tools.test_grafana_dashboards import GENERATOR, queries
@@ -83,15 +84,18 @@ def requests() -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory, approved_registry: Registry) -> Iterator[Scenario]:
+def scenario(tmp_path_factory: pytest.TempPathFactory, retrained: Registry) -> Iterator[Scenario]:
     root = tmp_path_factory.mktemp("autoscale")
+    # a staging model shadow-scored on a quarter of the calls: the dashboard's shadow row gets data too
+    registry = staged_copy(retrained, root)
+    shadow = {"PROPENSITY_SHADOW_SHARE": "0.25"}
     served = AutoscalerMetrics(CollectorRegistry())
     metrics_port = free_port()
     with contextlib.ExitStack() as stack:
         httpd, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=served.registry)
         stack.callback(httpd.server_close)  # (callbacks run last first: shutdown, then close the socket)
         stack.callback(httpd.shutdown)
-        server = stack.enter_context(start_server(approved_registry.root, root, workers=2))
+        server = stack.enter_context(start_server(registry.root, root, workers=2, env=shadow))
         prom = stack.enter_context(
             start_prometheus(
                 f"""
