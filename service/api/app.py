@@ -322,7 +322,9 @@ def create_app(
         await anyio.to_thread.run_sync(holder.first_attempt.wait, settings.startup_wait_seconds)
         # What start-up built (modules, the app, the model) lives as long as the worker: out of the
         # collector's way, so that the full collections a 10,000-row batch's objects set off do not walk it
-        # again each time, holding the GIL while small requests wait (`make bench`, section mixed).
+        # again each time, holding the GIL while small requests wait (`make bench`, section mixed). Garbage
+        # is collected first: frozen, it would never be.
+        gc.collect()
         gc.freeze()
         flusher = asyncio.create_task(flush_metrics(metrics.buffer))
         watchdog = asyncio.create_task(state.body_reads.watch())
