@@ -167,18 +167,16 @@ class ShadowScorer:
 
     # --- the event loop -----------------------------------------------------------------------------
     def on_scored(self, event: Scoring) -> None:
-        reason = self._skip(event)
+        challenger = self.holder.current  # read once: the follower thread may swap it meanwhile
+        reason = self._skip(event, challenger)
         if reason is None and not self._reserve(len(event.batch)):
             reason = "dropped"
-        if reason is not None:
-            self.metrics.buffer.inc(self._skipped[reason], len(event.batch))
+        if reason is not None or challenger is None:
+            self.metrics.buffer.inc(self._skipped[reason or "no_model"], len(event.batch))
             return
-        challenger = self.holder.current
-        assert challenger is not None
         self._queue.put(_Pending(event, challenger))
 
-    def _skip(self, event: Scoring) -> str | None:
-        challenger = self.holder.current
+    def _skip(self, event: Scoring, challenger: CompiledModel | None) -> str | None:
         if challenger is None:
             return "no_model"
         if challenger.version == event.model.version:
@@ -297,7 +295,8 @@ def _reads_all(served: CompiledModel, challenger: CompiledModel) -> bool:
 
 def _mergeable(a: _Pending, b: _Pending) -> bool:
     return (
-        isinstance(b.event.batch, JsonBatch)
+        isinstance(a.event.batch, JsonBatch)
+        and isinstance(b.event.batch, JsonBatch)
         and b.event.model is a.event.model
         and b.challenger is a.challenger
     )
@@ -307,7 +306,7 @@ def _groups(items: list[_Pending]) -> list[list[_Pending]]:
     """The items in runs that score as one batch (JSON objects, the same pair of models)."""
     out: list[list[_Pending]] = []
     for item in items:
-        if out and _mergeable(out[-1][0], item) and isinstance(out[-1][0].event.batch, JsonBatch):
+        if out and _mergeable(out[-1][0], item):
             out[-1].append(item)
         else:
             out.append([item])

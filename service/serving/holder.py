@@ -190,10 +190,6 @@ class ModelHolder:
             return None
 
     # --- one attempt --------------------------------------------------------------------------------
-    @property
-    def pinned(self) -> bool:
-        return self.settings.model_version is not None
-
     def _target(self) -> str:
         if self.settings.model_version:
             return self.registry.resolve(self.settings.model_version)
@@ -202,7 +198,7 @@ class ModelHolder:
     def _up_to_date(self, stamp: Stamp | None) -> bool:
         if self.current is None or self.failure is not None:
             return False
-        return stamp == self._stamp or self.pinned  # a pin follows nothing
+        return stamp == self._stamp or self.settings.model_version is not None  # a pin follows nothing
 
     def refresh(self) -> None:
         """Load the followed version if it changed or the last attempt failed. Safe to call from any thread;
