@@ -244,6 +244,41 @@ class Settings(BaseSettings):
         100_000, ge=1, description="Rows a worker holds for the shadow thread; beyond, rows are skipped"
     )
 
+    # canary (service/serving/canary.py, docs/operations.md "Canary")
+    canary_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of calls answered by the canary model, chosen by a stable hash of the first "
+        "row's pass-through id (else the request id); 0 = off",
+    )
+    canary_alias: str = Field("staging", description="Alias of the model a canary share is routed to")
+    canary_min_calls: int = Field(
+        20, ge=1, description="Canary calls a worker counts before it may judge the canary's error rate"
+    )
+    canary_max_error_rate: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of a worker's recent canary calls that may fail (each answered by production "
+        "instead) before the canary is rolled back",
+    )
+    canary_max_latency_ratio: float = Field(
+        2.0,
+        gt=1,
+        description="Rollback when the canary's p95 call time exceeds production's by this factor (each "
+        "over a worker's last canary_window_calls calls)",
+    )
+    canary_min_latency_regression_seconds: float = Field(
+        0.002,
+        ge=0,
+        description="A canary is too slow only when its p95 call time also exceeds production's by this "
+        "much (sub-millisecond times are noise)",
+    )
+    canary_window_calls: int = Field(
+        200, ge=10, description="Recent calls per version a worker judges the canary on"
+    )
+
     # gated retraining (service/model/retrain.py)
     retrain_auto_promote: bool = Field(
         False,

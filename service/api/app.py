@@ -36,7 +36,8 @@ from service.monitoring.performance_gauges import PerformanceGauges
 from service.monitoring.prediction_log import PredictionLog
 from service.monitoring.shadow import ShadowScorer
 from service.serving.cache import LRUCache, ResponseCache
-from service.serving.holder import ModelHolder, ShadowHolder
+from service.serving.canary import CanaryRouter
+from service.serving.holder import ModelHolder, canary_holder, shadow_holder
 from service.serving.json_rows import JsonRows
 from service.serving.metric_buffer import MetricBuffer
 from service.serving.metrics import Metrics
@@ -276,15 +277,31 @@ def build_state(
         )
     shadow = None
     if settings.shadow_share > 0:
-        shadow = ShadowScorer(settings, metrics, ShadowHolder(settings, metrics, holder.registry))
+        shadow = ShadowScorer(settings, metrics, shadow_holder(settings, metrics, holder.registry))
         observers.append(shadow)
+    canary = None
+    if settings.canary_share > 0:
+        canary = CanaryRouter(
+            settings, metrics, canary_holder(settings, metrics, holder.registry), holder.registry
+        )
     codec = JsonRows(max_rows=settings.max_rows, max_errors=settings.max_errors_listed)
     pipeline = ScoringPipeline(
-        settings, metrics, holder, codec, cache=cache, observers=observers, turns=turns
+        settings, metrics, holder, codec, cache=cache, observers=observers, turns=turns, router=canary
     )
     reads = BodyReads(settings.body_read_timeout_seconds)
     return AppState(
-        settings, metrics, holder, pipeline, cache, drift, reads, prediction_log, feedback, gauges, shadow
+        settings,
+        metrics,
+        holder,
+        pipeline,
+        cache,
+        drift,
+        reads,
+        prediction_log,
+        feedback,
+        gauges,
+        shadow,
+        canary,
     )
 
 
@@ -319,7 +336,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder.start()
+        canary = state.canary
+        if canary is not None:  # routes from the worker's first call: a customer sees one model
+            canary.start()
         await anyio.to_thread.run_sync(holder.first_attempt.wait, settings.startup_wait_seconds)
+        if canary is not None:
+            await anyio.to_thread.run_sync(canary.first_attempt.wait, settings.startup_wait_seconds)
         # What start-up built (modules, the app, the model) lives as long as the worker: out of the
         # collector's way, so that the full collections a 10,000-row batch's objects set off do not walk it
         # again each time, holding the GIL while small requests wait (`make bench`, section mixed). Garbage
@@ -338,6 +360,8 @@ def create_app(
             watchdog.cancel()
             metrics.buffer.flush()
             holder.stop()
+            if canary is not None:
+                canary.stop()
             if drift is not None:
                 drift.close()  # the open window chunk goes to the spool
             for service in background:

@@ -14,6 +14,7 @@ from service.monitoring.performance_gauges import PerformanceGauges
 from service.monitoring.prediction_log import PredictionLog
 from service.monitoring.shadow import ShadowScorer
 from service.serving.cache import ResponseCache
+from service.serving.canary import CanaryRouter
 from service.serving.holder import ModelHolder
 from service.serving.metrics import Metrics
 from service.serving.pipeline import ScoringPipeline
@@ -33,6 +34,7 @@ class AppState:
     feedback: Feedback | None = None
     gauges: PerformanceGauges | None = None
     shadow: ShadowScorer | None = None
+    canary: CanaryRouter | None = None
 
     def attach(self, app: Starlette) -> None:
         app.state.propensity = self

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.serving.batch import ColumnBatch, JsonBatch
-from service.serving.holder import ShadowHolder
+from service.serving.batch import JsonBatch
+from service.serving.canary import usable
+from service.serving.holder import ChallengerHolder
 from service.serving.metrics import SHADOW_DIFF_BUCKETS, Metrics, observe_many
 from service.serving.observe import Scoring
 from service.serving.reasons import contributions
@@ -147,7 +148,7 @@ class ShadowScorer:
         self,
         settings: Settings,
         metrics: Metrics,
-        holder: ShadowHolder,
+        holder: ChallengerHolder,
         *,
         sample: Callable[[], float] = random.random,
     ) -> None:
@@ -183,7 +184,7 @@ class ShadowScorer:
             return "same_version"
         if self.share < 1.0 and self._sample() >= self.share:
             return "sampled_out"
-        if isinstance(event.batch, ColumnBatch) and not _reads_all(event.model, challenger):
+        if not usable(event.batch, event.model, challenger):
             return "columns_unread"
         return None
 
@@ -286,11 +287,6 @@ class ShadowScorer:
         if self._seconds:
             seconds, self._seconds = self._seconds, 0.0
             m.shadow_seconds.inc(seconds)
-
-
-def _reads_all(served: CompiledModel, challenger: CompiledModel) -> bool:
-    """Whether a column batch decoded for `served` holds every column `challenger` reads."""
-    return set(challenger.used_columns) <= set(served.used_columns) | set(served.passthrough)
 
 
 def _mergeable(a: _Pending, b: _Pending) -> bool:

@@ -57,6 +57,10 @@ class Batch(ABC):
         """The raw values of a pass-through id field, row by row (ABSENT where a row lacks it)."""
         return [row.get(name, ABSENT) for row in self.rows]
 
+    def first_passthrough(self, name: str) -> Any:
+        """The first row's value of a pass-through id field, as `passthrough(name)[0]` (the canary's key)."""
+        return self.passthrough(name)[0]
+
     @abstractmethod
     def inspect_keys(self, names: ColumnNames, missing: Missing | None = None) -> KeyReport | None:
         """What the rows' keys say; None when every row has every model column and no other key outside
@@ -89,6 +93,9 @@ class JsonBatch(Batch):
     def normalised_key(self, model_sha: str) -> str | None:
         return normalised_key(model_sha, self.rows[0] if self.single else self.rows)
 
+    def first_passthrough(self, name: str) -> Any:
+        return self.rows[0].get(name, ABSENT)
+
 
 class ColumnBatch(Batch):
     """Structs of the model's columns only (ColumnDecoder): every other key was skipped unread; an absent
@@ -116,6 +123,9 @@ class ColumnBatch(Batch):
 
     def passthrough(self, name: str) -> list[Any]:
         return self.column(name)  # the decoder holds the pass-through fields too (ABSENT when absent)
+
+    def first_passthrough(self, name: str) -> Any:
+        return getattr(self.rows[0], name)
 
     def inspect_keys(self, names: ColumnNames, missing: Missing | None = None) -> KeyReport | None:
         """Rows with every model column are clean (their other keys were never read). The others are read

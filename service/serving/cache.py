@@ -56,6 +56,13 @@ def hashed_raw_key(model_sha: str, hasher: Any) -> str:
     return f"propensity:{model_sha[:16]}:raw:{hasher.hexdigest()[:40]}"
 
 
+def rekeyed(raw: str | None, model_sha: str) -> str | None:
+    """A raw-body key (hashed_raw_key) of the same body for another model."""
+    if raw is None:
+        return None
+    return f"propensity:{model_sha[:16]}:" + raw.split(":", 2)[2]
+
+
 def normalised_key(model_sha: str, payload: Any) -> str | None:
     """None for rows orjson cannot write back (nested deeper than its recursion limit)."""
     try:

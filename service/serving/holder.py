@@ -291,27 +291,36 @@ class ModelHolder:
         self._report_behind(True)
 
 
-class ShadowHolder(ModelHolder):
-    """The challenger for shadow scoring: follows `shadow_alias` (staging) the way the served model follows
-    its alias (verify, compile, golden rows, swap), but reports to the shadow metrics only. A registry
-    without that alias is the usual case, not an error: it is tried again every interval, quietly."""
+class ChallengerHolder(ModelHolder):
+    """A challenger: follows another alias (staging) the way the served model follows its own (verify,
+    compile, golden rows, swap), but reports only to its own info gauge. A registry without that alias is
+    the usual case, not an error: it is tried again every interval, quietly."""
 
-    role = "shadow-scoring with"
+    role = "following challenger"
 
-    def __init__(self, settings: Settings, metrics: Metrics, registry: ModelRegistry | None = None) -> None:
-        follow = settings.model_copy(update={"model_alias": settings.shadow_alias, "model_version": None})
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        registry: ModelRegistry | None = None,
+        *,
+        alias: str,
+        info: Any,
+    ) -> None:
+        follow = settings.model_copy(update={"model_alias": alias, "model_version": None})
+        self._info = info  # a Gauge labelled (model, version)
         super().__init__(follow, metrics, registry)
 
     def failure_level(self, version: str | None) -> int:
-        return logging.INFO if version is None else logging.ERROR  # no staging alias: nothing to shadow
+        return logging.INFO if version is None else logging.ERROR  # no such alias: nothing to follow
 
     def _target(self) -> str:
         try:
             return super()._target()
-        except ArtifactNotFound:  # the alias was deleted (or never set): stop comparing with its old version
+        except ArtifactNotFound:  # the alias was deleted (or never set): stop using its old version
             previous, self.current = self.current, None
             if previous is not None:
-                self.metrics.shadow_model_info.labels(previous.name, previous.version).set(0)
+                self._info.labels(previous.name, previous.version).set(0)
             raise
 
     def _report_start(self) -> None:
@@ -319,11 +328,33 @@ class ShadowHolder(ModelHolder):
 
     def _report_loaded(self, previous: CompiledModel | None, compiled: CompiledModel) -> None:
         if previous is not None:
-            self.metrics.shadow_model_info.labels(previous.name, previous.version).set(0)
-        self.metrics.shadow_model_info.labels(compiled.name, compiled.version).set(1)
+            self._info.labels(previous.name, previous.version).set(0)
+        self._info.labels(compiled.name, compiled.version).set(1)
 
     def _report_behind(self, behind: bool) -> None:
         pass
 
     def _report_failed(self) -> None:
         pass
+
+
+def shadow_holder(
+    settings: Settings, metrics: Metrics, registry: ModelRegistry | None = None
+) -> ChallengerHolder:
+    """The challenger shadow scoring compares with the served model (`shadow_alias`)."""
+    holder = ChallengerHolder(
+        settings, metrics, registry, alias=settings.shadow_alias, info=metrics.shadow_model_info
+    )
+    holder.role = "shadow-scoring with"
+    return holder
+
+
+def canary_holder(
+    settings: Settings, metrics: Metrics, registry: ModelRegistry | None = None
+) -> ChallengerHolder:
+    """The challenger a canary share of calls is routed to (`canary_alias`)."""
+    holder = ChallengerHolder(
+        settings, metrics, registry, alias=settings.canary_alias, info=metrics.canary_model_info
+    )
+    holder.role = "canary"
+    return holder

@@ -204,6 +204,37 @@ class Metrics:
         self._log_metrics(p, r)
         self._performance_gauges(p, r)
         self._shadow_metrics(p, r)
+        self._canary_metrics(p, r)
+
+    def _canary_metrics(self, p: str, r: CollectorRegistry) -> None:
+        """The canary (service/serving/canary.py): calls per answering version, their time, rollbacks."""
+        self.version_calls = Counter(
+            p + "version_calls",
+            "Calls by the version that answered and how it came to: production, canary, fallback (the "
+            "canary failed the call and production answered it); counted while a canary is followed",
+            ["version", "route"],
+            registry=r,
+        )
+        self.version_call_seconds = Histogram(
+            p + "version_call_seconds",
+            "Score and encode time of a call by the version that answered (while a canary is followed)",
+            ["version"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.canary_rollbacks = Counter(
+            p + "canary_rollbacks",
+            "Canary versions a worker stopped routing to, by reason: error_rate, latency",
+            ["version", "reason"],
+            registry=r,
+        )
+        self.canary_model_info = Gauge(
+            p + "canary_model_info",
+            "1 for the version a worker routes its canary share to (0: followed, rolled back or replaced)",
+            ["model", "version"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
 
     def _shadow_metrics(self, p: str, r: CollectorRegistry) -> None:
         """Shadow scoring (service/monitoring/shadow.py): the challenger beside the served model, labelled

@@ -40,8 +40,16 @@ import anyio.to_thread
 from service.errors import FieldError, InputError, PropensityError
 from service.serving.admission import Budget
 from service.serving.batch import Batch
-from service.serving.cache import CacheKeys, ResponseCache, body_hasher, chunks_hasher, hashed_raw_key
+from service.serving.cache import (
+    CacheKeys,
+    ResponseCache,
+    body_hasher,
+    chunks_hasher,
+    hashed_raw_key,
+    rekeyed,
+)
 from service.serving.cache_integrity import log_refusal_once
+from service.serving.canary import CanaryRouter, usable
 from service.serving.compression import gunzip_body, gzip_body, is_gzip
 from service.serving.decoding import check_declared_length
 from service.serving.metric_buffer import MetricBuffer
@@ -102,6 +110,9 @@ class Call:
     held_rows: int = 0
     reasons: int = 0  # reason codes per row (0: none)
     request_id: str = ""  # the X-Request-ID of the answer (for the prediction log)
+    # routed to the canary: the production model and the batch as decoded for it, to answer with if the
+    # canary fails the call (service/serving/canary.py)
+    fallback: tuple[CompiledModel, Batch] | None = None
 
     @property
     def key_suffix(self) -> str:
@@ -231,8 +242,10 @@ class ScoringPipeline:
         offload_min_rows: int = OFFLOAD_MIN_ROWS,
         offload_threads: int = OFFLOAD_THREADS,
         turns: SmallCallsFirst | None = None,
+        router: CanaryRouter | None = None,
     ) -> None:
         self.settings = settings
+        self._router = router
         self.metrics = metrics
         self.models = models
         self.codec = codec
@@ -290,7 +303,10 @@ class ScoringPipeline:
         reason codes too (0: none)."""
         call.reasons = reasons
         raw = self._raw_key(call, body)
-        if raw is not None:
+        # While a canary may answer, the body's route is known only once it is decoded: no raw-body
+        # lookup before (a hit would be production's answer to a call the canary may be routed).
+        routing = self._router is not None and self._router.candidate(call.model) is not None
+        if raw is not None and not routing:
             hit = self._hit(call, self._cache.get([raw]), accepts_gzip, self._direct)
             if hit is not None:
                 if self._watch_hits:
@@ -301,6 +317,8 @@ class ScoringPipeline:
             return await self._offload(held, self._decode_and_answer, call, body, raw, accepts_gzip)
         batch = call.codec.decode(call.model, body.joined())
         call.hold_rows(len(batch))
+        if routing:
+            batch = self._route(call, batch, body, no_pause)
         if len(batch) >= self.offload_min_rows:
             # A small body with many rows: it counts as a small call itself (SmallCallsFirst), so it
             # must not step aside for small calls.
@@ -320,10 +338,52 @@ class ScoringPipeline:
     ) -> Answer:
         batch = call.codec.decode(call.model, body.joined(), rec.pause)
         anyio.from_thread.run_sync(call.hold_rows, len(batch))  # the budget lives on the loop
+        if self._router is not None:
+            batch = self._route(call, batch, body, rec.pause)
         rec.pause()
         return self._answer(call, batch, raw, accepts_gzip, rec)
 
+    def _route(self, call: Call, batch: Batch, body: Body, pause: Callable[[], None]) -> Batch:
+        """The canary's share goes to the canary: `call.model` becomes it, production stays behind it. A
+        column batch the canary cannot read as decoded is decoded again for it."""
+        router = self._router
+        assert router is not None
+        production = call.model
+        canary = router.candidate(production)
+        if canary is None or not router.routes(batch, production.passthrough, call.request_id):
+            return batch
+        call.fallback, call.model = (production, batch), canary
+        if not usable(batch, production, canary):
+            batch = call.codec.decode(canary, body.joined(), pause)
+        return batch
+
     def _answer(
+        self, call: Call, batch: Batch, raw: str | None, accepts_gzip: bool, rec: _Recorder
+    ) -> Answer:
+        router = self._router
+        if router is None:
+            return self._answer_by(call, batch, raw, accepts_gzip, rec)
+        model, fallback = call.model, call.fallback
+        started = time.perf_counter()
+        if fallback is None:
+            answer = self._answer_by(call, batch, raw, accepts_gzip, rec)
+            route = "production"
+        else:
+            try:
+                answer = self._answer_by(call, batch, rekeyed(raw, model.sha256), accepts_gzip, rec)
+                route = "canary"
+            except Exception as exc:  # production answers it; production's own error goes to the client
+                production, original = fallback
+                call.model, call.fallback = production, None
+                started = time.perf_counter()
+                answer = self._answer_by(call, original, raw, accepts_gzip, rec)
+                router.failed(model, exc)
+                model, route = production, "fallback"
+        if "X-Cache" not in answer.headers:  # a hit says nothing of a version's speed
+            router.answered(rec.buffer, model, route, time.perf_counter() - started)
+        return answer
+
+    def _answer_by(
         self, call: Call, batch: Batch, raw: str | None, accepts_gzip: bool, rec: _Recorder
     ) -> Answer:
         model = call.model
