@@ -243,6 +243,11 @@ class Settings(BaseSettings):
     shadow_max_pending_rows: int = Field(
         100_000, ge=1, description="Rows a worker holds for the shadow thread; beyond, rows are skipped"
     )
+    prometheus_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Prometheus that `registry promote` reads the shadow agreement from; unset: not read",
+    )
 
     # canary (service/serving/canary.py, docs/operations.md "Canary")
     canary_share: float = Field(

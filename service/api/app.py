@@ -37,7 +37,7 @@ from service.monitoring.prediction_log import PredictionLog
 from service.monitoring.shadow import ShadowScorer
 from service.serving.cache import LRUCache, ResponseCache
 from service.serving.canary import CanaryRouter
-from service.serving.holder import ModelHolder, canary_holder, shadow_holder
+from service.serving.holder import ChallengerHolder, ModelHolder
 from service.serving.json_rows import JsonRows
 from service.serving.metric_buffer import MetricBuffer
 from service.serving.metrics import Metrics
@@ -258,6 +258,11 @@ def build_state(
 ) -> AppState:
     """The services of one app: the model holder, the cache, the drift monitor and the pipeline over them."""
     holder = ModelHolder(settings, metrics, registry)
+
+    def follower(alias: str, info: Any, role: str) -> ChallengerHolder:
+        """A challenger's holder, reading the served model's registry."""
+        return ChallengerHolder(settings, metrics, holder.registry, alias=alias, info=info, role=role)
+
     drift = DriftMonitor(settings, metrics) if settings.drift_enabled else None
     cache = build_cache(settings, metrics)
     observers: list[ScoringObserver] = [ScoringMetrics(metrics)]
@@ -277,13 +282,13 @@ def build_state(
         )
     shadow = None
     if settings.shadow_share > 0:
-        shadow = ShadowScorer(settings, metrics, shadow_holder(settings, metrics, holder.registry))
+        staged = follower(settings.shadow_alias, metrics.shadow_model_info, "shadow-scoring with")
+        shadow = ShadowScorer(settings, metrics, staged)
         observers.append(shadow)
     canary = None
     if settings.canary_share > 0:
-        canary = CanaryRouter(
-            settings, metrics, canary_holder(settings, metrics, holder.registry), holder.registry
-        )
+        canary_model = follower(settings.canary_alias, metrics.canary_model_info, "canary")
+        canary = CanaryRouter(settings, metrics, canary_model, holder.registry)
     codec = JsonRows(max_rows=settings.max_rows, max_errors=settings.max_errors_listed)
     pipeline = ScoringPipeline(
         settings, metrics, holder, codec, cache=cache, observers=observers, turns=turns, router=canary

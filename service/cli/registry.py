@@ -183,16 +183,30 @@ def registry_promote(
         bool, typer.Option("--create-alias", help="make a new alias (other than production and staging)")
     ] = False,
     by: By = None,
+    shadow_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Prometheus to read what shadow scoring saw of the version beside the alias's current one "
+            "(printed, and kept in the audit log); default PROPENSITY_PROMETHEUS_URL"
+        ),
+    ] = None,
     artifacts_dir: ArtifactsDir = None,
 ) -> None:
     """Point an alias at a version (verified first), recorded in the audit log; serving follows production."""
     from service.lifecycle.promotion import promote
+    from service.lifecycle.shadow_summary import describe, shadow_summary
 
     if alias == "production" and not reason:
         raise typer.BadParameter("say why production changes: --reason TEXT (it goes into the audit log)")
     settings = load_settings(artifacts_dir)
     registry = open_registry(settings)
     _serving_check(registry, version)  # what a replica will load: refused here rather than on every replica
+    summary = None
+    prometheus = shadow_from or settings.prometheus_url
+    current = registry.aliases().get(alias)
+    if prometheus and current is not None:
+        summary = shadow_summary(prometheus, str(current["version"]), registry.resolve(version))
+        typer.echo(describe(summary))
     done = promote(
         registry,
         version,
@@ -201,6 +215,7 @@ def registry_promote(
         reason=reason,
         by=by or settings.actor,
         create=create_alias,
+        shadow=summary,
     )
     c = done.cutoff
     derived = (

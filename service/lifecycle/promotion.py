@@ -52,8 +52,10 @@ def promote(
     reason: str | None = None,
     by: str | None = None,
     create: bool = False,
+    shadow: dict[str, Any] | None = None,
 ) -> Promotion:
-    """Point `alias` at `version`, the audit log recording who, why, the cutoffs and the gate's report.
+    """Point `alias` at `version`, the audit log recording who, why, the cutoffs, the gate's report and
+    what shadow scoring saw of it (`shadow`, service/lifecycle/shadow_summary.py), if read.
     Raises CutoffNotAccepted when the cutoff changes and `cutoff` does not say which one to serve."""
     version = registry.resolve(version)
     current = registry.aliases().get(alias)
@@ -83,6 +85,7 @@ def promote(
         reason=reason,
         cutoff=record,
         gate=gate,
+        shadow=shadow,
         derived_from=version if target != version else None,
     )
     return Promotion(alias, target, previous, record)

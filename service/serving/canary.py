@@ -148,7 +148,7 @@ class CanaryGuard:
 
 
 class Follower(Protocol):
-    """The canary's holder (service/serving/holder.py canary_holder): the version to route to, if any."""
+    """The canary's holder (a ChallengerHolder): the version to route to, if any."""
 
     @property
     def current(self) -> CompiledModel | None: ...

@@ -292,11 +292,10 @@ class ModelHolder:
 
 
 class ChallengerHolder(ModelHolder):
-    """A challenger: follows another alias (staging) the way the served model follows its own (verify,
-    compile, golden rows, swap), but reports only to its own info gauge. A registry without that alias is
-    the usual case, not an error: it is tried again every interval, quietly."""
-
-    role = "following challenger"
+    """A challenger (the shadow model, the canary): follows another alias (staging) the way the served
+    model follows its own (verify, compile, golden rows, swap), but reports only to its own info gauge. A
+    registry without that alias is the usual case, not an error: it is tried again every interval,
+    quietly."""
 
     def __init__(
         self,
@@ -306,9 +305,11 @@ class ChallengerHolder(ModelHolder):
         *,
         alias: str,
         info: Any,
+        role: str,
     ) -> None:
         follow = settings.model_copy(update={"model_alias": alias, "model_version": None})
         self._info = info  # a Gauge labelled (model, version)
+        self.role = role  # in its log lines: "<role> propensity/v2 (sha256 ...)"
         super().__init__(follow, metrics, registry)
 
     def failure_level(self, version: str | None) -> int:
@@ -336,25 +337,3 @@ class ChallengerHolder(ModelHolder):
 
     def _report_failed(self) -> None:
         pass
-
-
-def shadow_holder(
-    settings: Settings, metrics: Metrics, registry: ModelRegistry | None = None
-) -> ChallengerHolder:
-    """The challenger shadow scoring compares with the served model (`shadow_alias`)."""
-    holder = ChallengerHolder(
-        settings, metrics, registry, alias=settings.shadow_alias, info=metrics.shadow_model_info
-    )
-    holder.role = "shadow-scoring with"
-    return holder
-
-
-def canary_holder(
-    settings: Settings, metrics: Metrics, registry: ModelRegistry | None = None
-) -> ChallengerHolder:
-    """The challenger a canary share of calls is routed to (`canary_alias`)."""
-    holder = ChallengerHolder(
-        settings, metrics, registry, alias=settings.canary_alias, info=metrics.canary_model_info
-    )
-    holder.role = "canary"
-    return holder

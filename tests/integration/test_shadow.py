@@ -4,8 +4,11 @@ workers export equals the comparison of the two models on the same rows in this 
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +21,9 @@ from service.serving.batch import JsonBatch
 from service.serving.metrics import SHADOW_DIFF_BUCKETS
 from service.serving.scorer import CompiledModel
 from tests.integration.conftest import staged_copy
+from tests.integration.prometheus_server import start_prometheus
 from tests.integration.scraped import Key, key, samples, total
-from tests.servers import Server, start_server
+from tests.servers import PROPENSITY, Server, start_server, wait_until
 from tools.bench.cluster_bench import make_rows
 
 CALLS = 400  # single rows and batches of up to 40 rows: 4,400 rows
@@ -95,6 +99,69 @@ def test_every_answer_is_productions_and_the_agreement_is_the_offline_comparison
     }
     assert sum(skipped.values()) == 0, skipped
     assert metrics[("propensity_shadow_seconds_total", ())] > 0
+
+
+def test_the_promotion_prints_and_records_what_shadow_scoring_saw(
+    server: Server, registry: Registry, tmp_path: Path
+) -> None:
+    """`registry promote --shadow-from` a real Prometheus scraping the server: the rows by result and the
+    contribution shifts are the workers' counters, which the test above held to the offline comparison."""
+    exported = scrape(server.url)
+    config = f"""
+global: {{scrape_interval: 1s, scrape_timeout: 1s}}
+scrape_configs:
+  - job_name: propensity
+    static_configs: [{{targets: ["127.0.0.1:{server.port}"]}}]
+"""
+    copy = staged_copy(registry, tmp_path)  # promoting there leaves the server's registry as it is
+    with start_prometheus(config, tmp_path / "prometheus") as prom:
+        want = str(int(shadow_rows(exported)))
+        assert wait_until(
+            lambda: [r["value"][1] for r in prom.query("sum(propensity_shadow_rows_total)")] == [want], 30
+        )
+        done = subprocess.run(
+            [
+                PROPENSITY,
+                "registry",
+                "promote",
+                "staging",
+                "--cutoff",
+                "take",
+                "--reason",
+                "shadow clean",
+                "--shadow-from",
+                prom.url,
+            ],
+            env={**os.environ, "PROPENSITY_ARTIFACTS_DIR": str(copy.root)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    rows = {r: int(exported.get(key("propensity_shadow_rows_total", **PAIR, result=r), 0)) for r in RESULTS}
+    compared = rows["same"] + rows["flip_up"] + rows["flip_down"]
+    assert f"shadow (v1 served, v2 shadow): {compared:,} rows compared" in done.stdout
+    assert f"({rows['flip_up']:,} up, {rows['flip_down']:,} down)" in done.stdout
+    event = [e for e in copy.history() if e["event"] == "promote" and e["alias"] == "production"][-1]
+    summary = event["shadow"]
+    assert summary["rows"] == rows and summary["compared"] == compared
+    assert summary["flip_share"] == (rows["flip_up"] + rows["flip_down"]) / compared
+    shifts = {
+        dict(labels)["feature"]: v
+        for (name, labels), v in exported.items()
+        if name == "propensity_shadow_contribution_shift_total"
+    }
+    top = sorted(shifts.items(), key=lambda kv: -kv[1])[:5]
+    assert [s["feature"] for s in summary["contribution_shift"]] == [f for f, _ in top]
+    for item, (_, total_shift) in zip(summary["contribution_shift"], top, strict=True):
+        assert item["mean"] == pytest.approx(total_shift / compared, rel=1e-9)
+    mean = (
+        exported[key("propensity_shadow_phat_difference_sum", **PAIR)]
+        / exported[key("propensity_shadow_phat_difference_count", **PAIR)]
+    )
+    assert summary["phat_difference"]["mean"] == pytest.approx(mean, rel=1e-9)
+    assert summary["phat_difference"]["q01"] < summary["phat_difference"]["q99"]
 
 
 def test_no_staging_alias_no_shadow(

@@ -15,7 +15,7 @@ from service.model.registry import Registry
 from service.model.scorer_spec import NumericSpec, ScorerSpec
 from service.monitoring.shadow import ShadowScorer, compare, merged
 from service.serving.batch import ColumnBatch, JsonBatch
-from service.serving.holder import shadow_holder
+from service.serving.holder import ChallengerHolder
 from service.serving.metrics import SHADOW_DIFF_BUCKETS, Metrics
 from service.serving.observe import Scoring
 from service.serving.reasons import contributions
@@ -221,7 +221,14 @@ def test_the_shadow_holder_follows_staging_and_lets_go_when_it_is_deleted(
     shutil.copytree(approved_registry.root, root)
     registry = Registry(root, "propensity")
     metrics = Metrics(CollectorRegistry())
-    holder = shadow_holder(Settings(artifacts_dir=tmp_path), metrics, registry)
+    holder = ChallengerHolder(
+        Settings(artifacts_dir=tmp_path),
+        metrics,
+        registry,
+        alias="staging",
+        info=metrics.shadow_model_info,
+        role="shadow-scoring with",
+    )
     holder.refresh()
     assert holder.current is None  # no staging alias yet: nothing to shadow, and not an error
     registry.set_alias("staging", "v1")
