@@ -86,9 +86,10 @@ def requests() -> list[bytes]:
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory, retrained: Registry) -> Iterator[Scenario]:
     root = tmp_path_factory.mktemp("autoscale")
-    # a staging model shadow-scored on a quarter of the calls: the dashboard's shadow row gets data too
+    # a staging model shadow-scored on a quarter of the calls and answering a canary share: the
+    # dashboard's shadow and canary rows get data too
     registry = staged_copy(retrained, root)
-    shadow = {"PROPENSITY_SHADOW_SHARE": "0.25"}
+    shadow = {"PROPENSITY_SHADOW_SHARE": "0.25", "PROPENSITY_CANARY_SHARE": "0.2"}
     served = AutoscalerMetrics(CollectorRegistry())
     metrics_port = free_port()
     with contextlib.ExitStack() as stack:
@@ -222,6 +223,7 @@ def test_signal_errors_against_a_real_prometheus(scenario: Scenario) -> None:
 # Panels that may stay empty here: the drift monitor reports only once its window holds enough rows, and
 # the swap and signal-error panels only show increases (there are none in the last seconds).
 MAY_BE_EMPTY = {
+    "Canary: automatic rollbacks",  # a healthy canary is never rolled back
     "Drift status by feature",
     "PSI by feature",
     "Jensen-Shannon distance by feature",

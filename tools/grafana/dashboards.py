@@ -264,6 +264,38 @@ def shadow_row() -> list[Panel]:
     ]
 
 
+def canary_row() -> list[Panel]:
+    """The canary (service/serving/canary.py): who answered, how fast, and rollbacks."""
+    calls = "propensity_version_calls_total"
+    return [
+        ts(
+            "Canary: calls by answering version",
+            q(f"sum by (version, route) (rate({calls}{{{API}}}[{RI}]))", "{{version}} ({{route}})"),
+            unit="rps",
+            stack=True,
+            about="route: production, canary (the share routed to the canary alias), fallback (the canary "
+            "failed the call and production answered it).",
+        ),
+        ts(
+            "Canary: call time by version",
+            *quantiles("propensity_version_call_seconds", API, by="version", qs=(0.5, 0.95)),
+            unit="s",
+            about="Score and encode time per computed call (cache hits excluded): what the latency "
+            "rollback compares.",
+        ),
+        ts(
+            "Canary: automatic rollbacks",
+            q(
+                f"sum by (version, reason) (increase(propensity_canary_rollbacks_total{{{API}}}[{RI}]))",
+                "{{version}}: {{reason}}",
+            ),
+            bars=True,
+            about="Workers that stopped routing to a canary (error_rate or latency); the first to do so "
+            "also deleted its alias (see `propensity registry history`).",
+        ),
+    ]
+
+
 def performance_row() -> list[Panel]:
     low, high = CALIBRATION_BAND
     return [
@@ -654,6 +686,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
     ),
     ("Model performance", performance_row()),
     ("Shadow scoring", shadow_row()),
+    ("Canary", canary_row()),
 ]
 
 
