@@ -82,12 +82,18 @@ def test_ten_percent_of_customers_are_answered_by_staging_always_the_same(
     assert 0.09 <= share <= 0.11, by_version
     expected = {i: "v2" if bucket(i) < int(0.1 * HASH_SPACE) else "v1" for i in answered}
     assert answered == expected  # the routing is the documented hash, nothing else
+    want = {"v2": 2 * by_version["v2"], "v1": 2 * by_version["v1"]}
+
+    def calls() -> dict[str, float]:
+        metrics = scrape(server.url)
+        return {
+            v: metrics.get(key("propensity_version_calls_total", version=v, route=r), 0)
+            for v, r in (("v2", "canary"), ("v1", "production"))
+        }
+
+    # a worker writes its counts every PROPENSITY_METRICS_FLUSH_SECONDS: the last calls' come shortly after
+    assert wait_until(lambda: calls() == want, 10), (calls(), want)
     metrics = scrape(server.url)
-    calls = {
-        v: metrics.get(key("propensity_version_calls_total", version=v, route=r), 0)
-        for v, r in (("v2", "canary"), ("v1", "production"))
-    }
-    assert calls == {"v2": 2 * by_version["v2"], "v1": 2 * by_version["v1"]}
     assert metrics.get(key("propensity_version_calls_total", version="v1", route="fallback"), 0) == 0
     assert registry.aliases()["staging"]["version"] == "v2"  # a healthy canary stays
 
