@@ -283,7 +283,7 @@ def build_state(
     shadow = None
     if settings.shadow_share > 0:
         staged = follower(settings.shadow_alias, metrics.shadow_model_info, "shadow-scoring with")
-        shadow = ShadowScorer(settings, metrics, staged)
+        shadow = ShadowScorer(settings, metrics, staged, log=prediction_log)
         observers.append(shadow)
     canary = None
     if settings.canary_share > 0:
@@ -369,7 +369,7 @@ def create_app(
                 canary.stop()
             if drift is not None:
                 drift.close()  # the open window chunk goes to the spool
-            for service in background:
+            for service in reversed(background):  # shadow scoring hands its last rows to the log first
                 service.stop()  # the log writes what it holds: to the database, or the spool
             if state.feedback is not None:
                 state.feedback.close()

@@ -1,4 +1,5 @@
-"""HTTP doors of the loop after the answer: POST /feedback (labels) and GET /performance (what they show).
+"""HTTP doors of the loop after the answer: POST /feedback (labels), GET /performance (what they show) and
+GET /performance/shadow (a challenger on the same labelled rows).
 
 The work is service/monitoring/feedback.py's; both run it in a worker thread (a database round trip must
 not hold the event loop that answers /predict)."""
@@ -13,7 +14,12 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from service.api.body import read_body
-from service.api.feedback_schemas import FEEDBACK_RESPONSES, PERFORMANCE_RESPONSES, feedback_openapi
+from service.api.feedback_schemas import (
+    FEEDBACK_RESPONSES,
+    PERFORMANCE_RESPONSES,
+    SHADOW_PERFORMANCE_RESPONSES,
+    feedback_openapi,
+)
 from service.api.operation_ids import operation_id
 from service.api.state import app_state
 from service.durations import parse_duration
@@ -85,6 +91,35 @@ async def performance(
         )
     )
     answer["served_version"] = model.version
+    return Response(orjson.dumps(answer), media_type=JSON)
+
+
+@router.get(
+    "/performance/shadow",
+    summary="The shadow-scored challenger beside the served model, on the same labelled live rows",
+    description=(
+        "Rows shadow scoring compared (PROPENSITY_SHADOW_SHARE) that got a label through POST /feedback: "
+        "each model's realized metrics on exactly those rows, the paired log-loss and Brier differences "
+        "with intervals, the outcome flips by who was right, and which model is better on log loss when "
+        "the interval says so. `since` and `until`: how long ago, as a duration (30d, 12h, 90m)."
+    ),
+    responses=SHADOW_PERFORMANCE_RESPONSES,
+)
+async def shadow_performance(
+    request: Request,
+    since: str = Query("30d", max_length=32, description="Rows scored since this long ago"),
+    until: str | None = Query(None, max_length=32, description="... and until this long ago (default now)"),
+    version: str | None = Query(None, max_length=64, description="Only this challenger version"),
+) -> Response:
+    state = app_state(request)
+    if state.feedback is None:
+        raise PredictionLogOff("the prediction log is off (PROPENSITY_PREDICTION_LOG_ENABLED=false)")
+    now = time.time()
+    start = now - _duration("since", since)
+    end = None if until is None else now - _duration("until", until)
+    answer = await anyio.to_thread.run_sync(
+        lambda: state.feedback.shadow_performance(since=start, until=end, version=version)  # type: ignore[union-attr]
+    )
     return Response(orjson.dumps(answer), media_type=JSON)
 
 

@@ -42,6 +42,34 @@ class Performance(BaseModel):
     cohorts: list[dict[str, Any]]
 
 
+class ShadowPair(BaseModel):
+    """One challenger beside the served model on the same labelled live rows; docs/monitoring.md
+    describes every member."""
+
+    model_config = ConfigDict(extra="allow")
+
+    served_version: str
+    shadow_version: str
+    compared: int = Field(description="Rows shadow scoring compared and logged")
+    refused: int = Field(description="Of those, rows the challenger could not score")
+    labelled: int = Field(description="Rows both scored that have a label: what the metrics are over")
+    enough_labels: bool = Field(description="labelled >= PROPENSITY_PERFORMANCE_MIN_LABELS")
+    served: dict[str, Any] = Field(description="The served model's realized metrics on those rows")
+    shadow: dict[str, Any] = Field(description="The challenger's, on the same rows")
+    difference: dict[str, Any] = Field(description="Shadow minus served: AUC, paired log loss and Brier")
+    flips: dict[str, int] = Field(description="Labelled rows whose outcomes differ, by who was right")
+    better_on_log_loss: str | None = Field(
+        description="shadow, served, or null (undecided, or too few labels)"
+    )
+
+
+class ShadowPerformance(BaseModel):
+    since: float = Field(description="Epoch seconds (UTC)")
+    until: float
+    min_labels: int
+    pairs: list[ShadowPair]
+
+
 LABEL = {"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "boolean"}]}
 ITEM: dict[str, Any] = {
     "type": "object",
@@ -101,4 +129,10 @@ PERFORMANCE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "The prediction log's database did not answer, or no model is served yet (Retry-After)",
         headers=RETRY_AFTER_HEADER,
     ),
+}
+
+SHADOW_PERFORMANCE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ShadowPerformance, "description": "Each challenger beside the served model"},
+    **problems({404: LOG_OFF, 422: "since or until is not a duration"}),
+    503: UNAVAILABLE,
 }

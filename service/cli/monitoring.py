@@ -1,12 +1,14 @@
 """`propensity drift-report`: drift of a CSV or of the live service against the model's training reference.
-`propensity performance-report`: realized and estimated performance from the prediction log, as HTML."""
+`propensity performance-report`: realized and estimated performance from the prediction log, as HTML.
+`propensity shadow-performance`: the shadow-scored challenger beside the served model on labelled rows."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 
@@ -17,8 +19,10 @@ if TYPE_CHECKING:
     from service.model.registries import ModelRegistry
     from service.monitoring.drift_report import DriftResult
     from service.monitoring.performance import PredictionFrame
+    from service.monitoring.prediction_store import PredictionStore
     from service.settings import Settings
 
+T = TypeVar("T")
 PANEL = "Monitoring"
 IN_ALERT = 3
 COHORT_PERIODS = ("day", "hour")
@@ -169,6 +173,11 @@ def _shown_url(url: str) -> str:
 
 def _logged(database: str, since: float, until: float | None) -> PredictionFrame:
     """The logged rows of the period; a log that is not there or not reachable is one line, exit 1."""
+    return _read_log(database, lambda store: store.frame(since, until))
+
+
+def _read_log(database: str, read: Callable[[PredictionStore], T]) -> T:
+    """`read` of the prediction log at `database`; a log that is not there or not reachable is one line."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -183,12 +192,54 @@ def _logged(database: str, since: float, until: float | None) -> PredictionFrame
         )
     store = PredictionStore.open(database)
     try:
-        return store.frame(since, until)
+        return read(store)
     except SQLAlchemyError as exc:
         first = str(exc).splitlines()[0][:200]
         raise PredictionLogUnavailable(f"prediction log {_shown_url(database)}: {first}") from None
     finally:
         store.close()
+
+
+def _migrated(store: PredictionStore) -> PredictionStore:
+    """The store at the newest schema, as a service of this version would leave it (a log written by an
+    older one has no shadow_predictions table yet)."""
+    store.migrate()
+    return store
+
+
+@commands.command("shadow-performance", rich_help_panel=PANEL)
+def shadow_performance(
+    since: Annotated[
+        str, typer.Option(help="rows scored since DURATION ago (15m, 2h, 30d) or an ISO date (UTC)")
+    ] = "30d",
+    until: Annotated[
+        str | None, typer.Option(help="... and before DURATION ago or an ISO date (default: now)")
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="only this challenger version")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL of the prediction log (default PROPENSITY_PREDICTION_LOG_URL)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the GET /performance/shadow JSON")] = False,
+    artifacts_dir: ArtifactsDir = None,
+) -> None:
+    """The shadow-scored challenger beside the served model on the same labelled live rows."""
+    import orjson
+
+    from service.monitoring.shadow_performance import describe, judge
+
+    now = time.time()
+    start = instant(since, now, "--since")
+    end = instant(until, now, "--until") if until is not None else None
+    settings = load_settings(artifacts_dir, prediction_log_url=url)
+    database = settings.prediction_log_database
+    frame = _read_log(database, lambda store: _migrated(store).shadow_frame(start, end, version))
+    pairs = judge(frame, min_labels=settings.performance_min_labels)
+    if as_json:
+        typer.echo(orjson.dumps({"since": start, "until": end or now, "pairs": pairs}).decode())
+        return
+    for line in describe(pairs):
+        typer.echo(line)
 
 
 def performance_summary(report: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ from service.errors import (
 )
 from service.monitoring.performance import evaluate
 from service.monitoring.prediction_store import FeedbackCounts, LabelItem, PredictionStore
+from service.monitoring.shadow_performance import judge
 from service.serving.metrics import Metrics
 from service.settings import Settings
 
@@ -262,6 +263,22 @@ class Feedback:
             until=end,
         )
         return report.to_dict()
+
+    def shadow_performance(self, *, since: float, until: float | None, version: str | None) -> dict[str, Any]:
+        """The challengers shadow scoring compared, judged on the labelled rows (shadow_performance.py)."""
+        try:
+            frame = self.store().shadow_frame(since, until, version)
+        except PredictionLogUnavailable:
+            raise
+        except Exception as exc:
+            raise _unavailable(exc) from None
+        min_labels = self.settings.performance_min_labels
+        return {
+            "since": since,
+            "until": until if until is not None else time.time(),
+            "min_labels": min_labels,
+            "pairs": judge(frame, min_labels=min_labels),
+        }
 
 
 def _unavailable(exc: Exception) -> PredictionLogUnavailable:

@@ -10,6 +10,11 @@
   a different one a conflict, and the first stays).
 - `unmatched_labels`: labels whose prediction is not in the log (yet): kept, and matched again when the
   performance is computed, so a label that arrives before its spooled prediction is not lost.
+- `shadow_predictions` (migration 0002): one row per row shadow scoring compared (service/monitoring/
+  shadow.py): the served row's (request_id, row_index), so the labels that come back for the served
+  prediction label it too, both versions, and both models' phat and business outcome (the shadow's null
+  where the challenger refused the row). A challenger is judged on these labelled live rows before it
+  serves anyone (service/monitoring/shadow_performance.py).
 """
 
 from __future__ import annotations
@@ -68,6 +73,38 @@ unmatched_labels = Table(
     Column("label", SmallInteger, nullable=False),
     Column("observed_at", Float(precision=53)),
     Column("received_at", Float(precision=53), nullable=False),
+)
+
+shadow_predictions = Table(
+    "shadow_predictions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("batch_id", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("row_index", Integer, nullable=False),
+    Column("scored_at", Float(precision=53), nullable=False),
+    Column("served_version", Text, nullable=False),
+    Column("served_phat", Float(precision=53), nullable=False),
+    Column("served_outcome", SmallInteger, nullable=False),
+    Column("shadow_version", Text, nullable=False),
+    Column("shadow_phat", Float(precision=53)),
+    Column("shadow_outcome", SmallInteger),
+    Index("ix_shadow_predictions_request", "request_id", "row_index"),
+    Index("ix_shadow_predictions_scored_at", "scored_at"),
+    Index("ix_shadow_predictions_batch", "batch_id"),
+)
+
+SHADOW_COLUMNS = (
+    "batch_id",
+    "request_id",
+    "row_index",
+    "scored_at",
+    "served_version",
+    "served_phat",
+    "served_outcome",
+    "shadow_version",
+    "shadow_phat",
+    "shadow_outcome",
 )
 
 PREDICTION_COLUMNS = (

@@ -148,7 +148,7 @@ class PredictionFrame:
 # ---- shared pieces ------------------------------------------------------------------------------------
 
 
-def _z(confidence: float) -> float:
+def z_score(confidence: float) -> float:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), not {confidence!r}")
     return _NORMAL.inv_cdf(0.5 + confidence / 2.0)
@@ -180,7 +180,7 @@ def _wilson(successes: float, n: float, z: float) -> Interval:
     return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
 
 
-def _mean_interval(values: np.ndarray, z: float) -> Interval:
+def mean_interval(values: np.ndarray, z: float) -> Interval:
     n = values.shape[0]
     if n == 0:
         return Interval.nan()
@@ -236,7 +236,7 @@ def _auc_delong(phat: np.ndarray, positive: np.ndarray, z: float) -> Interval:
     return Interval(auc, max(0.0, auc - half), min(1.0, auc + half))
 
 
-def _log_losses(phat: np.ndarray, y: np.ndarray) -> np.ndarray:
+def log_losses(phat: np.ndarray, y: np.ndarray) -> np.ndarray:
     p = _clipped(phat)
     return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
 
@@ -314,25 +314,29 @@ def realized(
     label: Sequence[float] | np.ndarray,
     cutoff: float,
     confidence: float = 0.95,
+    *,
+    outcome: np.ndarray | None = None,
 ) -> dict[str, Interval]:
-    """The metrics of REALIZED_METRICS over the labelled rows (rows with a NaN label are left out)."""
-    z = _z(confidence)
+    """The metrics of REALIZED_METRICS over the labelled rows (rows with a NaN label are left out).
+    `outcome`: the business outcome each row got, where it is known (it is phat > cutoff; a shadow row's
+    is its challenger's, whose cutoff the log does not keep)."""
+    z = z_score(confidence)
     p = _check_phat(phat)
     y = _check_label(label, p.shape[0])
     keep = ~np.isnan(y)
     p, y = p[keep], y[keep]
     n = p.shape[0]
     positive = y == 1.0
-    predicted = p > cutoff
+    predicted = p > cutoff if outcome is None else np.asarray(outcome)[keep] == 1
     true_positives = int((predicted & positive).sum())
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         slope, intercept = _calibration(p, y, z)
         return {
             "auc": _auc_delong(p, positive, z),
-            "log_loss": _mean_interval(_log_losses(p, y), z),
-            "brier": _mean_interval((p - y) ** 2, z),
+            "log_loss": mean_interval(log_losses(p, y), z),
+            "brier": mean_interval((p - y) ** 2, z),
             "observed_rate": _wilson(int(positive.sum()), n, z),
-            "mean_phat": _mean_interval(p, z),
+            "mean_phat": mean_interval(p, z),
             "calibration_slope": slope,
             "calibration_intercept": intercept,
             "positive_rate": _wilson(int(predicted.sum()), n, z),
@@ -457,7 +461,7 @@ def _bands(
         return {name: _quantile_band(draws[name], values[name], confidence) for name in draws}
     mean = sums.mean(v)
     centre = {name: float(x[0]) for name, x in sums.metrics(mean[None, :]).items()}
-    cov, z = sums.covariance(v), _z(confidence)
+    cov, z = sums.covariance(v), z_score(confidence)
     out = {}
     for name, g in sums.gradients(mean).items():
         half = z * math.sqrt(max(float(g @ cov @ g), 0.0)) if np.all(np.isfinite(g)) else NAN
@@ -472,7 +476,7 @@ def estimated(
     phat: Sequence[float] | np.ndarray, cutoff: float, confidence: float = 0.95
 ) -> dict[str, Interval]:
     """The metrics of ESTIMATED_METRICS a calibrated model would realize on these phats (CBPE)."""
-    _z(confidence)
+    z_score(confidence)
     v = np.sort(_check_phat(phat))
     if v.shape[0] == 0:
         return {name: Interval.nan() for name in ESTIMATED_METRICS}
@@ -624,7 +628,7 @@ def _cohort(
         value = real[name].value - on_labelled[name].value if real is not None else NAN
         significant = enough and real is not None and on_labelled[name].excludes(real[name].value)
         gap[name] = Gap(value, significant)
-    z = _z(s.confidence)
+    z = z_score(s.confidence)
     cohort, version, start, end = names
     return CohortPerformance(
         cohort=cohort,
@@ -714,7 +718,7 @@ def evaluate(
     since/until: the window the frame was read for (the report's and the non-period cohorts' bounds);
     by default the first and the last prediction's time.
     """
-    _z(confidence)
+    z_score(confidence)
     if by not in ("day", "hour", "version", ALL):
         raise ValueError(f"by must be day, hour, version or all, not {by!r}")
     if bins < 1 or min_labels < 0:

@@ -16,6 +16,10 @@ What can be lost, and what never is:
 - more than `prediction_log_max_pending_rows` waiting (the thread cannot keep up): further rows are
   dropped and counted (`propensity_prediction_log_rows_total{result="dropped"}`), never queued unbounded.
 Sampling (`prediction_log_sample_rate`) takes whole requests, so a sampled request's labels all match.
+
+Shadow scoring (service/monitoring/shadow.py) hands the rows it compared to `take_shadow` from its own
+thread; they are written to `shadow_predictions` the same way (one transaction a write, their own spool
+files when the database is down, replayed once; counted in propensity_shadow_log_rows_total).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from service.settings import Settings
 
 log = logging.getLogger("propensity.prediction_log")
 SPOOL_SUFFIX = ".rows.json"
+SHADOW_SPOOL_SUFFIX = ".shadow.json"
 PRUNE_EVERY_SECONDS = 3600.0
 # Rows per write: one transaction, one COPY, one spool file; and what the writer holds made at once (a
 # big call's rows are made and written this many at a time).
@@ -124,14 +129,15 @@ Pending = Row | Scoring | CacheHit
 class Spool:
     """Write batches the database could not take to files; hand them back, oldest first, to replay."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, suffix: str = SPOOL_SUFFIX) -> None:
         self.directory = Path(directory)
+        self.suffix = suffix
         self.host = socket.gethostname().replace("-", "_")[:64]
         self._warned = False
 
     def put(self, batch_id: str, rows: list[Row]) -> bool:
         # the row count in the name: the spool gauge sums names, never reads the files
-        name = f"{time.time():017.6f}-{self.host}-{os.getpid()}-{batch_id}-{len(rows)}{SPOOL_SUFFIX}"
+        name = f"{time.time():017.6f}-{self.host}-{os.getpid()}-{batch_id}-{len(rows)}{self.suffix}"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp = self.directory / f".{name}.tmp"
@@ -152,13 +158,13 @@ class Spool:
     def files(self) -> list[Path]:
         if not self.directory.is_dir():
             return []
-        return sorted(self.directory.glob(f"*{SPOOL_SUFFIX}"))
+        return sorted(self.directory.glob(f"*{self.suffix}"))
 
     def rows(self) -> int:
         """Rows waiting in the spool (from the files' names)."""
         total = 0
         for path in self.files():
-            count = path.name[: -len(SPOOL_SUFFIX)].rpartition("-")[2]
+            count = path.name[: -len(self.suffix)].rpartition("-")[2]
             total += int(count) if count.isdigit() else 0
         return total
 
@@ -209,7 +215,9 @@ class PredictionLog:
         self.flush_seconds = settings.prediction_log_flush_seconds
         self.retry_seconds = settings.prediction_log_retry_seconds
         self.spool = Spool(settings.prediction_log_spool)
+        self.shadow_spool = Spool(settings.prediction_log_spool, SHADOW_SPOOL_SUFFIX)
         self._pending: deque[Pending] = deque()
+        self._shadow: deque[list[Row]] = deque()  # shadow rows, a list per take_shadow
         self._pending_rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -222,6 +230,11 @@ class PredictionLog:
         self._written, self._spooled, self._replayed, self._dropped, self._sampled_out = (
             counter.labels(r) for r in ("written", "spooled", "replayed", "dropped", "sampled_out")
         )
+        results = ("written", "spooled", "replayed", "dropped")
+        self._results = {  # per table: the counters of its rows' results, in `results` order
+            "predictions": (self._written, self._spooled, self._replayed, self._dropped),
+            "shadow_predictions": tuple(metrics.shadow_log_rows.labels(r) for r in results),
+        }
 
     # --- the request path (event loop) ------------------------------------------------------------------
     def on_scored(self, event: Scoring) -> None:
@@ -268,6 +281,18 @@ class PredictionLog:
             if self._pending_rows >= WRITE_ROWS:
                 self._wake.set()
 
+    def take_shadow(self, rows: list[Row]) -> None:
+        """Shadow rows (SHADOW_COLUMNS without the batch id), from the shadow thread: written with the next
+        flush, or dropped and counted over the pending cap."""
+        if not rows:
+            return
+        with self._lock:
+            if self._pending_rows + len(rows) > self.max_pending:
+                self._results["shadow_predictions"][3].inc(len(rows))  # this thread's: not the loop's buffer
+                return
+            self._pending_rows += len(rows)
+        self._shadow.append(rows)
+
     # --- the writer thread ------------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
@@ -302,7 +327,7 @@ class PredictionLog:
                 self.replay()
                 if now - self._pruned_at >= PRUNE_EVERY_SECONDS and now >= self._down_until:
                     self._prune(now)
-            self.metrics.prediction_log_spool_rows.set(self.spool.rows())
+            self.metrics.prediction_log_spool_rows.set(self.spool.rows() + self.shadow_spool.rows())
         except Exception:
             log.exception("prediction log writer")
 
@@ -332,6 +357,20 @@ class PredictionLog:
         self._taken(counted)
         if rows:
             taken += self._write(rows)
+        return taken + self._flush_shadow()
+
+    def _flush_shadow(self) -> int:
+        rows: list[Row] = []
+        taken = 0
+        while self._shadow:
+            rows.extend(self._shadow.popleft())
+            if len(rows) >= WRITE_ROWS:
+                taken += self._write(rows, "shadow_predictions")
+                self._taken(len(rows))
+                rows = []
+        if rows:
+            taken += self._write(rows, "shadow_predictions")
+            self._taken(len(rows))
         return taken
 
     def _taken(self, rows: int) -> None:
@@ -363,36 +402,41 @@ class PredictionLog:
             scored.ids, _ = collect_ids(batch, model.passthrough, self.settings.passthrough_max_chars)
         return event_rows(model, scored, batch, event.request_id, event.at)
 
-    def _write(self, rows: list[Row]) -> int:
+    def _write(self, rows: list[Row], table: str = "predictions") -> int:
         batch_id = uuid.uuid4().hex
         stamped = [(batch_id, *r) for r in rows]
+        written, spooled, _, dropped = self._results[table]
         time.sleep(0)
         # This thread counts on the metric objects themselves: the worker's buffer is the loop's alone.
         if self._clock() >= self._down_until:
             try:
-                self._store().write(stamped)
-                self._written.inc(len(rows))
+                self._store().write(stamped, table=table)
+                written.inc(len(rows))
                 return len(rows)
             except Exception as exc:
                 self._failed(exc)
-        if self.spool.put(batch_id, stamped):
-            self._spooled.inc(len(rows))
+        spool = self.spool if table == "predictions" else self.shadow_spool
+        if spool.put(batch_id, stamped):
+            spooled.inc(len(rows))
         else:
-            self._dropped.inc(len(rows))
+            dropped.inc(len(rows))
         return len(rows)
 
     def replay(self) -> int:
-        """Write the spooled batches this worker can claim, oldest first; stops at the first failure."""
+        """Write the spooled batches this worker can claim, oldest first (predictions, then shadow rows);
+        stops at the first failure."""
         replayed = 0
-        for path, rows in self.spool.claimed():
-            try:
-                written = self._store().write(rows, replay=True)
-            except Exception as exc:
-                self._failed(exc)
-                break
-            path.unlink(missing_ok=True)
-            replayed += written
-            self._replayed.inc(written)
+        for table, spool in (("predictions", self.spool), ("shadow_predictions", self.shadow_spool)):
+            counter = self._results[table][2]
+            for path, rows in spool.claimed():
+                try:
+                    written = self._store().write(rows, replay=True, table=table)
+                except Exception as exc:
+                    self._failed(exc)
+                    return replayed
+                path.unlink(missing_ok=True)
+                replayed += written
+                counter.inc(written)
         return replayed
 
     def _failed(self, exc: Exception) -> None:

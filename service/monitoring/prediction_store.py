@@ -26,7 +26,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from service.errors import PredictionLogUnavailable
-from service.monitoring.log_schema import PREDICTION_COLUMNS
+from service.monitoring.log_schema import PREDICTION_COLUMNS, SHADOW_COLUMNS
 from service.monitoring.performance import PredictionFrame
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -36,7 +36,8 @@ MIGRATION_LOCK = 0x70726F70
 CHUNK = 500
 # Rows per SQLite INSERT: 10 parameters each, under SQLite's 32,766 bound parameters per statement.
 SQLITE_ROWS = 3_000
-Row = tuple[Any, ...]  # one predictions row, in PREDICTION_COLUMNS order
+Row = tuple[Any, ...]  # one predictions row, in PREDICTION_COLUMNS order (a shadow row: SHADOW_COLUMNS)
+TABLE_COLUMNS = {"predictions": PREDICTION_COLUMNS, "shadow_predictions": SHADOW_COLUMNS}
 # A label for a row that got one meanwhile (another worker's call) is left as it is: the first stays.
 INSERT_LABELS = text(
     "INSERT INTO labels (request_id, row_index, label, observed_at, received_at) "
@@ -53,6 +54,48 @@ class LabelItem:
     row: int | None = None
     passthrough_id: str | None = None
     observed_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ShadowFrame:
+    """Shadow-scored rows as arrays: when, both versions, phats and business outcomes (the shadow's phat
+    NaN and outcome -1 where it refused the row), and the label (NaN where none came back)."""
+
+    scored_at: np.ndarray
+    served_version: np.ndarray
+    served_phat: np.ndarray
+    served_outcome: np.ndarray
+    shadow_version: np.ndarray
+    shadow_phat: np.ndarray
+    shadow_outcome: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.scored_at.shape[0])
+
+    @classmethod
+    def of(cls, rows: Sequence[Any]) -> ShadowFrame:
+        """From rows of (scored_at, served_version, served_phat, served_outcome, shadow_version,
+        shadow_phat, shadow_outcome, label)."""
+        n = len(rows)
+        c = list(zip(*rows, strict=True)) if n else [()] * 8
+
+        def floats(values: Sequence[Any]) -> np.ndarray:
+            return np.fromiter((np.nan if v is None else v for v in values), dtype=np.float64, count=n)
+
+        def ints(values: Sequence[Any]) -> np.ndarray:
+            return np.fromiter((-1 if v is None else v for v in values), dtype=np.int8, count=n)
+
+        return cls(
+            scored_at=floats(c[0]),
+            served_version=np.array(c[1], dtype=object),
+            served_phat=floats(c[2]),
+            served_outcome=ints(c[3]),
+            shadow_version=np.array(c[4], dtype=object),
+            shadow_phat=floats(c[5]),
+            shadow_outcome=ints(c[6]),
+            label=floats(c[7]),
+        )
 
 
 @dataclass
@@ -136,50 +179,51 @@ class PredictionStore:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     # --- predictions ------------------------------------------------------------------------------------
-    def has_batch(self, batch_id: str) -> bool:
+    def has_batch(self, batch_id: str, table: str = "predictions") -> bool:
+        _columns(table)
         with self.engine.connect() as conn:
             found = conn.execute(
-                text("SELECT 1 FROM predictions WHERE batch_id = :b LIMIT 1"), {"b": batch_id}
+                text(f"SELECT 1 FROM {table} WHERE batch_id = :b LIMIT 1"), {"b": batch_id}
             ).first()
         return found is not None
 
-    def write(self, rows: Sequence[Row], *, replay: bool = False) -> int:
-        """Write one batch of rows (all of one batch_id) in one transaction; returns the rows written (0
-        when `replay` and the batch is already in the log)."""
+    def write(self, rows: Sequence[Row], *, replay: bool = False, table: str = "predictions") -> int:
+        """Write one batch of rows (all of one batch_id) of `table` (predictions or shadow_predictions) in
+        one transaction; returns the rows written (0 when `replay` and the batch is already in the log)."""
+        columns = _columns(table)
         if not rows:
             return 0
-        if replay and self.has_batch(rows[0][0]):
+        if replay and self.has_batch(rows[0][0], table):
             return 0
         if self.postgres:
-            self._copy(rows)
+            self._copy(rows, table, columns)
         else:
-            self._insert(rows)
+            self._insert(rows, table, columns)
         return len(rows)
 
-    def _insert(self, rows: Sequence[Row]) -> None:
+    def _insert(self, rows: Sequence[Row], table: str, columns: Sequence[str]) -> None:
         """SQLite: multi-row INSERTs of up to SQLITE_ROWS rows each, in one transaction. One statement
         steps once for all its rows, so the writer thread takes the GIL back once per statement, not once
         per row (executemany's way), and the event loop it shares the interpreter with is not interrupted
         thousands of times a second."""
-        names = ", ".join(PREDICTION_COLUMNS)
-        one = "(" + ", ".join("?" * len(PREDICTION_COLUMNS)) + ")"
+        names = ", ".join(columns)
+        one = "(" + ", ".join("?" * len(columns)) + ")"
         with self.engine.begin() as conn:
             for start in range(0, len(rows), SQLITE_ROWS):
                 chunk = rows[start : start + SQLITE_ROWS]
                 values = ", ".join([one] * len(chunk))
                 flat = [value for row in chunk for value in row]
-                conn.exec_driver_sql(f"INSERT INTO predictions ({names}) VALUES {values}", tuple(flat))
+                conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES {values}", tuple(flat))
 
-    def _copy(self, rows: Sequence[Row]) -> None:
+    def _copy(self, rows: Sequence[Row], table: str, columns: Sequence[str]) -> None:
         raw = self.engine.raw_connection()
         try:
             pg = raw.driver_connection
             assert pg is not None
-            with pg.cursor() as cursor:
-                names = ", ".join(PREDICTION_COLUMNS)
-                with cursor.copy(f"COPY predictions ({names}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
+            sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+            with pg.cursor() as cursor, cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
             raw.commit()
         except BaseException:
             raw.rollback()
@@ -224,6 +268,27 @@ class PredictionStore:
             raw.close()
         return rows
 
+    def shadow_frame(
+        self, since: float, until: float | None = None, shadow_version: str | None = None
+    ) -> ShadowFrame:
+        """Every shadow-scored row of [since, until), both models' results, and its label where one came
+        back (NaN where not; the shadow's phat is NaN where it refused the row)."""
+        self.rematch()
+        sql = (
+            "SELECT s.scored_at, s.served_version, s.served_phat, s.served_outcome, s.shadow_version, "
+            "s.shadow_phat, s.shadow_outcome, l.label "
+            "FROM shadow_predictions s LEFT JOIN labels l "
+            "ON l.request_id = s.request_id AND l.row_index = s.row_index WHERE s.scored_at >= {since}"
+        )
+        params: dict[str, Any] = {"since": since}
+        if until is not None:
+            sql += " AND s.scored_at < {until}"
+            params["until"] = until
+        if shadow_version is not None:
+            sql += " AND s.shadow_version = {version}"
+            params["version"] = shadow_version
+        return ShadowFrame.of(self._fetch(sql + " ORDER BY s.id", params))
+
     def labelled_frame(self, since: float, columns: Sequence[str]) -> Any:
         """Labelled rows scored since `since`: the raw values of `columns` as the client sent them, `y`,
         `scored_at` and `version` (a pandas DataFrame; pandas is imported only here)."""
@@ -246,7 +311,8 @@ class PredictionStore:
         return pd.DataFrame.from_records(records, columns=[*columns, "y", "scored_at", "version"])
 
     def prune(self, before: float) -> int:
-        """Delete rows scored before `before`, their labels, and unmatched labels received before it."""
+        """Delete rows scored before `before` (shadow rows too), their labels, and unmatched labels received
+        before it."""
         with self.engine.begin() as conn:
             conn.execute(
                 text(
@@ -257,6 +323,7 @@ class PredictionStore:
                 {"b": before},
             )
             deleted = conn.execute(text("DELETE FROM predictions WHERE scored_at < :b"), {"b": before})
+            conn.execute(text("DELETE FROM shadow_predictions WHERE scored_at < :b"), {"b": before})
             conn.execute(text("DELETE FROM unmatched_labels WHERE received_at < :b"), {"b": before})
         return int(deleted.rowcount or 0)
 
@@ -354,6 +421,13 @@ class PredictionStore:
     def unmatched_count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(text("SELECT count(*) FROM unmatched_labels")).scalar_one())
+
+
+def _columns(table: str) -> Sequence[str]:
+    """The columns written to `table`; a table not in the log is a bug, never SQL text from outside."""
+    if table not in TABLE_COLUMNS:
+        raise ValueError(f"not a prediction log table: {table!r}")
+    return TABLE_COLUMNS[table]
 
 
 def _in_chunks(conn: Any, sql: str, values: set[Any]) -> Iterator[Any]:

@@ -24,6 +24,10 @@ the loop waits for it at most one such batch (16 rows, about a millisecond; 64 g
 hits are not shadow-scored: nothing was scored for them. A big body's column decoder reads only the
 served model's columns: such a call is skipped (`columns_unread`) when the challenger reads a column the
 served model does not.
+
+With the prediction log on, every compared row is also handed to it (`PredictionLog.take_shadow`, table
+shadow_predictions): keyed by the served row's request id and index, so the labels that come back for
+the served prediction judge the challenger on the same live rows (service/monitoring/shadow_performance.py).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -133,6 +138,43 @@ class Tally:
             self.shifts[feature] = self.shifts.get(feature, 0.0) + total
 
 
+class ShadowLog(Protocol):
+    """Where the compared rows go (the prediction log): rows of SHADOW_COLUMNS without the batch id."""
+
+    def take_shadow(self, rows: list[tuple[object, ...]]) -> None: ...
+
+
+def log_rows(items: list[Scoring], challenger: CompiledModel, shadow: Scored) -> list[tuple[object, ...]]:
+    """The shadow_predictions rows of consecutive calls scored as one batch by the challenger (`shadow`):
+    each row the served model scored, with both results (the shadow's None where it refused the row)."""
+    out: list[tuple[object, ...]] = []
+    refused, phat, outcome = shadow.bad_rows, shadow.phat, shadow.outcome
+    offset = 0
+    for event in items:
+        served = event.scored
+        version = event.model.version
+        for i, (p, o) in enumerate(zip(served.phat, served.outcome, strict=True)):
+            if i in served.bad_rows:
+                continue
+            j = offset + i
+            mine = j not in refused
+            out.append(
+                (
+                    event.request_id,
+                    i,
+                    event.at,
+                    version,
+                    float(p),
+                    int(o),
+                    challenger.version,
+                    float(phat[j]) if mine else None,
+                    int(outcome[j]) if mine else None,
+                )
+            )
+        offset += len(served.phat)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
     event: Scoring
@@ -150,12 +192,14 @@ class ShadowScorer:
         metrics: Metrics,
         holder: ChallengerHolder,
         *,
+        log: ShadowLog | None = None,
         sample: Callable[[], float] = random.random,
     ) -> None:
         self.share = settings.shadow_share
         self.max_pending = settings.shadow_max_pending_rows
         self.metrics = metrics
         self.holder = holder
+        self.log = log
         self._sample = sample
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._pending_rows = 0  # rows queued, not yet compared (the loop adds, the thread subtracts)
@@ -266,9 +310,12 @@ class ShadowScorer:
             else:
                 batch = JsonBatch([row for i in group for row in i.event.batch.rows])
                 served = merged([i.event.scored for i in group])
-            agreement = compare(event.model, served, challenger, challenger.score_batch(batch))
+            shadow = challenger.score_batch(batch)
+            agreement = compare(event.model, served, challenger, shadow)
             pair = (event.model.version, challenger.version)
             self._tallies.setdefault(pair, Tally()).add(agreement)
+            if self.log is not None:
+                self.log.take_shadow(log_rows([i.event for i in group], challenger, shadow))
         self._seconds += time.perf_counter() - started
 
     def flush(self) -> None:

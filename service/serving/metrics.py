@@ -292,6 +292,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.shadow_log_rows = Counter(
+            p + "shadow_log_rows",
+            "Shadow-compared rows by what the prediction log did with them (table shadow_predictions): "
+            "written, spooled, replayed, dropped",
+            ["result"],
+            registry=r,
+        )
         self.prediction_log_spool_rows = Gauge(
             p + "prediction_log_spool_rows",
             "Rows waiting in the prediction log's spool for the database (0: nothing waits)",

@@ -103,7 +103,7 @@ def test_swagger_ui_renders_the_endpoints_offline(server: Server, tmp_path: Path
         *("/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/versions/{version}"),
         *("/v2/models/{name}/ready", "/v2/models/{name}/versions/{version}/ready"),
         *("/invocations", "/ping", "/health", "/version"),
-        *("/feedback", "/performance"),
+        *("/feedback", "/performance", "/performance/shadow"),
     ]
     assert "Score 1 to 10,000 rows" in dom
     assert {r["url"] for r in requests} == {

@@ -116,6 +116,16 @@ def test_performance_refuses_what_it_cannot_read(api: TestClient) -> None:
     assert api.get("/performance?since=soon").status_code == 422
     assert api.get("/performance?by=week").status_code == 422
     assert api.get("/performance?by=version&since=2h").json()["by"] == "version"
+    assert api.get("/performance/shadow?since=soon").status_code == 422
+
+
+def test_shadow_performance_without_shadow_scoring_has_no_pair(api: TestClient) -> None:
+    """The real pairs: tests/integration/test_shadow.py (a staging model, real workers, labels)."""
+    answer = api.get("/performance/shadow?since=1d")
+    assert answer.status_code == 200
+    assert_conforms(api.get("/openapi.json").json(), "/performance/shadow", "get", answer)
+    body = answer.json()
+    assert body["pairs"] == [] and body["min_labels"] == 100 and body["until"] > body["since"]
 
 
 def test_the_routes_say_when_the_log_is_off(registry: Registry, tmp_path: Path) -> None:
@@ -123,6 +133,7 @@ def test_the_routes_say_when_the_log_is_off(registry: Registry, tmp_path: Path) 
         answer = client.post("/feedback", json=[{"request_id": "r", "row": 0, "label": 1}])
         assert answer.status_code == 404 and "prediction log is off" in answer.json()["detail"]
         assert client.get("/performance").status_code == 404
+        assert client.get("/performance/shadow").status_code == 404
 
 
 def test_an_answer_from_the_cache_is_logged_too(registry: Registry, tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ PATHS = {
     # the loop after the answer (docs/monitoring.md)
     "/feedback": "post",
     "/performance": "get",
+    "/performance/shadow": "get",
 }
 V2_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}}}
 
@@ -154,7 +155,7 @@ def test_operation_ids_are_the_route_names(spec: dict[str, Any]) -> None:
         *("v2_infer", "v2_version_infer", "v2_server_metadata", "v2_live", "v2_ready"),
         *("v2_model_metadata", "v2_model_version_metadata", "v2_model_ready", "v2_model_version_ready"),
         *("invocations", "ping", "mlflow_health", "mlflow_version"),
-        *("feedback", "performance"),
+        *("feedback", "performance", "shadow_performance"),
     }
 
 

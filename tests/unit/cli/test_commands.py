@@ -22,6 +22,7 @@ DOCUMENTED = {
     "score": "scoring",
     "drift-report": "monitoring",
     "performance-report": "monitoring",
+    "shadow-performance": "monitoring",
     "feedback": "feedback",
     "autoscale": "autoscaler",
 }

@@ -561,4 +561,5 @@ def test_the_numpy_logistic_and_normal_pieces_are_scipys() -> None:
     p = np.concatenate([np.linspace(1e-12, 1 - 1e-12, 10_001), [EPS_P := 2.0**-52, 1 - EPS_P]])
     np.testing.assert_allclose(performance.logit(p), logit(p), rtol=1e-13, atol=1e-15)
     for confidence in (0.5, 0.8, 0.9, 0.95, 0.99, 0.999):
-        assert performance._z(confidence) == pytest.approx(float(norm.ppf(0.5 + confidence / 2)), rel=1e-14)
+        expected = float(norm.ppf(0.5 + confidence / 2))
+        assert performance.z_score(confidence) == pytest.approx(expected, rel=1e-14)

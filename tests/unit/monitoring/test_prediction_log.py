@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -178,3 +179,40 @@ def test_stop_writes_what_is_pending(
 def test_cache_hits_can_be_left_out() -> None:
     settings = Settings(prediction_log_cache_hits=False)
     assert PredictionLog(settings, Metrics()).watches_hits is False
+
+
+def shadow_row(request: str, i: int) -> tuple[object, ...]:
+    """A shadow_predictions row as shadow scoring hands it over (no batch id yet)."""
+    return (request, i, 1_000.0 + i, "v1", 0.25, 0, "v2", None if i == 1 else 0.75, None if i == 1 else 1)
+
+
+def test_shadow_rows_are_written_spooled_while_the_database_is_away_and_replayed(tmp_path: Path) -> None:
+    stores = {"open": unreachable()}
+    log = make_log(tmp_path, lambda url: stores["open"](url), prediction_log_retry_seconds=5)
+    log.take_shadow([shadow_row("a", i) for i in range(3)])
+    log.run_once()  # the database refuses: to the shadow spool, apart from the predictions' one
+    shadow_spool = Spool(tmp_path / "prediction-spool", ".shadow.json")
+    assert shadow_spool.rows() == 3 and Spool(tmp_path / "prediction-spool").files() == []
+    m = log.metrics.shadow_log_rows
+    assert m.labels("spooled")._value.get() == 3 and m.labels("written")._value.get() == 0
+    assert log.metrics.prediction_log_spool_rows._value.get() == 3
+    log.store = None
+    stores["open"] = sqlite(tmp_path)
+    clock[0] += 6
+    log.take_shadow([shadow_row("b", i) for i in range(2)])
+    log.run_once()
+    assert shadow_spool.files() == [] and m.labels("replayed")._value.get() == 3
+    assert m.labels("written")._value.get() == 2
+    frame = log._store().shadow_frame(0.0)
+    assert len(frame) == 5 and int(np.isnan(frame.shadow_phat).sum()) == 2
+    assert log._store().count() == 0  # nothing went to the predictions table
+    log.stop()
+
+
+def test_shadow_rows_over_the_pending_cap_are_dropped_and_counted(tmp_path: Path) -> None:
+    log = make_log(tmp_path, sqlite(tmp_path), prediction_log_max_pending_rows=10_000)
+    log.take_shadow([shadow_row("a", i) for i in range(9_900)])
+    log.take_shadow([shadow_row("b", i) for i in range(200)])
+    assert log.metrics.shadow_log_rows.labels("dropped")._value.get() == 200
+    assert log.flush() == 9_900 and log._pending_rows == 0
+    log.stop()

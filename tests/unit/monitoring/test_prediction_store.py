@@ -130,3 +130,44 @@ def test_a_bad_url_is_refused_in_words() -> None:
         PredictionStore.open("no such thing")
     with pytest.raises(PredictionLogUnavailable, match="use sqlite or postgresql"):
         PredictionStore.open("mysql://u@h/db")
+
+
+def shadow_rows(batch: str, request: str, n: int, at: float = 1_000.0) -> list[tuple[object, ...]]:
+    return [
+        (
+            batch,
+            request,
+            i,
+            at + i,
+            "v1",
+            i / (n + 1),
+            int(i / (n + 1) > 0.5),
+            "v2",
+            None if i == 0 else (i + 0.5) / (n + 1),  # row 0: refused by the challenger
+            None if i == 0 else int((i + 0.5) / (n + 1) > 0.6),
+        )
+        for i in range(n)
+    ]
+
+
+def test_shadow_rows_are_read_back_with_the_served_rows_labels(store: PredictionStore) -> None:
+    store.write(rows("b1", "r1", 4))
+    written = shadow_rows("s1", "r1", 4)
+    assert store.write(written, table="shadow_predictions") == 4
+    assert store.write(written, table="shadow_predictions", replay=True) == 0  # the batch is there
+    store.apply_labels([LabelItem(1, "r1", 2), LabelItem(0, "r1", 0)])
+    frame = store.shadow_frame(0.0)
+    assert len(frame) == 4 and list(frame.served_version) == ["v1"] * 4
+    assert frame.served_phat.tolist() == [r[5] for r in written]
+    assert np.isnan(frame.shadow_phat[0]) and frame.shadow_phat[1:].tolist() == [r[8] for r in written[1:]]
+    assert frame.shadow_outcome.tolist() == [-1, 0, 0, 1] and frame.served_outcome.tolist() == [0, 0, 0, 1]
+    assert frame.label[[0, 2]].tolist() == [0.0, 1.0] and np.isnan(frame.label[[1, 3]]).all()
+    assert len(store.shadow_frame(0.0, shadow_version="v3")) == 0
+    assert len(store.shadow_frame(1_002.0)) == 2 and len(store.shadow_frame(0.0, 1_001.0)) == 1
+    store.prune(1_002.0)
+    assert len(store.shadow_frame(0.0)) == 2
+
+
+def test_a_table_outside_the_log_is_refused(store: PredictionStore) -> None:
+    with pytest.raises(ValueError, match="not a prediction log table"):
+        store.write(rows("b1", "r1", 1), table="labels; DROP TABLE labels")

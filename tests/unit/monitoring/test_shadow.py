@@ -266,3 +266,53 @@ def test_a_big_body_that_lacks_the_challengers_columns_is_skipped(
     metrics.buffer.flush()
     assert value(metrics, "propensity_shadow_skipped_rows_total", reason="columns_unread") == 30
     assert shadow.pending_rows == 0
+
+
+class ListLog:
+    """The prediction log's take_shadow, kept in a list (the writer itself: test_prediction_log.py)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[object, ...]] = []
+
+    def take_shadow(self, rows: list[tuple[object, ...]]) -> None:
+        self.rows.extend(rows)
+
+
+def test_every_compared_row_goes_to_the_log_with_both_results(
+    served: CompiledModel, challenger: CompiledModel, rows: list[dict[str, Any]]
+) -> None:
+    """Calls of one row (merged by the thread) and of many: each logged row keyed by its own call's
+    request id and index, with each model's phat bits and outcome; a refused row's shadow result None,
+    a row the served model refused not logged."""
+    log = ListLog()
+    holder: Any = FixedHolder(challenger)
+    shadow = ShadowScorer(Settings(shadow_share=1.0), Metrics(CollectorRegistry()), holder, log=log)
+    calls = [rows[i : i + 1] for i in range(8)] + [rows[8:40]]
+    for n, call in enumerate(calls):  # queued first: the eight one-row calls are merged
+        batch = JsonBatch(call)
+        shadow.on_scored(Scoring(served, batch, served.score_batch(batch), f"req-{n}", 100.0 + n))
+    shadow.start()
+    shadow.stop()
+    expected = []
+    for n, call in enumerate(calls):
+        for i, row in enumerate(call):
+            a, b = served.score([row]), challenger.score([row])
+            if a.bad_rows:
+                continue
+            refused = bool(b.bad_rows)
+            expected.append(
+                (
+                    f"req-{n}",
+                    i,
+                    100.0 + n,
+                    "v1",
+                    a.phat[0],
+                    a.outcome[0],
+                    "v2",
+                    None if refused else b.phat[0],
+                    None if refused else b.outcome[0],
+                )
+            )
+    assert log.rows == expected
+    assert sum(r[7] is None for r in log.rows) == 1  # rows[10]: its x0 the challenger cannot read
+    assert len(log.rows) == 39  # rows[20]: refused by both, not compared
