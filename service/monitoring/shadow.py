@@ -15,15 +15,15 @@ compares the two, row by row, over the rows the served model scored:
   sum over the rows both scored (the same/flip counts).
 
 The metrics are labelled with both versions (a series never mixes two challengers). Where its time goes:
-the thread takes the queued calls together, up to MERGE_ROWS rows of JSON objects at a time, waiting up
-to GATHER_SECONDS for them (most calls are one row: scored one by one they would cost four times as much
-a row; together they take the array path, the same bits), and sums what it finds in memory, writing the
-metrics every FLUSH_SECONDS (a metric update costs more than a row's comparison). It counts its own time
-(propensity_shadow_seconds_total, the cost) and yields the GIL after every merged batch, so a request on
-the loop waits for it at most one such batch (16 rows, about a millisecond; 64 gave a worse p99). Cache
-hits are not shadow-scored: nothing was scored for them. A big body's column decoder reads only the
-served model's columns: such a call is skipped (`columns_unread`) when the challenger reads a column the
-served model does not.
+the thread takes the queued calls together, up to MERGE_ROWS rows of JSON objects at a time (most calls
+are one row: scored one by one they would cost four times as much a row; together they take the array
+path, the same bits), and sums what it finds in memory, writing the metrics every FLUSH_SECONDS (a metric
+update costs more than a row's comparison). It counts its own CPU time (propensity_shadow_seconds_total,
+the cost) and hands the GIL back between the steps of a merged batch (scoring, comparing, logging). The
+loop only appends to a deque: no call wakes the thread, which wakes every GATHER_SECONDS and takes what
+is queued. Cache hits are not shadow-scored: nothing was scored for them. A big body's column decoder
+reads only the served model's columns: such a call is skipped (`columns_unread`) when the challenger
+reads a column the served model does not.
 
 With the prediction log on, every compared row is also handed to it (`PredictionLog.take_shadow`, table
 shadow_predictions): keyed by the served row's request id and index, so the labels that come back for
@@ -33,10 +33,10 @@ the served prediction judge the challenger on the same live rows (service/monito
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -201,7 +201,9 @@ class ShadowScorer:
         self.holder = holder
         self.log = log
         self._sample = sample
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        # appended on the loop, taken by the thread: no wake-up per call (a deque's append wakes no one)
+        self._queue: deque[_Pending] = deque()
+        self._stopping = threading.Event()
         self._pending_rows = 0  # rows queued, not yet compared (the loop adds, the thread subtracts)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -219,7 +221,7 @@ class ShadowScorer:
         if reason is not None or challenger is None:
             self.metrics.buffer.inc(self._skipped[reason or "no_model"], len(event.batch))
             return
-        self._queue.put(_Pending(event, challenger))
+        self._queue.append(_Pending(event, challenger))
 
     def _skip(self, event: Scoring, challenger: CompiledModel | None) -> str | None:
         if challenger is None:
@@ -249,7 +251,7 @@ class ShadowScorer:
         """Compare what is queued, write the metrics, then stop (within `timeout`)."""
         self.holder.stop()
         if self._thread is not None:
-            self._queue.put(None)
+            self._stopping.set()
             self._thread.join(timeout)
 
     @property
@@ -259,50 +261,31 @@ class ShadowScorer:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            try:
-                item = self._queue.get(timeout=FLUSH_SECONDS)
-            except queue.Empty:
+            stopping = self._stopping.wait(GATHER_SECONDS)
+            for items in _chunks(self._drain()):
+                try:
+                    self.process(items)
+                except Exception:  # a bug here must not stop shadow scoring, nor touch serving
+                    log.exception("shadow scoring of %d call(s) failed; continuing", len(items))
+                finally:
+                    with self._lock:
+                        self._pending_rows -= sum(len(i.event.batch) for i in items)
+                self.give_way()
+            if stopping or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
                 self.flush()
-                continue
-            if item is None:
-                break
-            items, stopping = self._more([item])
-            try:
-                self.process(items)
-            except Exception:  # a bug here must not stop shadow scoring, nor touch serving
-                log.exception("shadow scoring of %d call(s) failed; continuing", len(items))
-            finally:
-                with self._lock:
-                    self._pending_rows -= sum(len(i.event.batch) for i in items)
-            if time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
-                self.flush()
-            time.sleep(0)  # the loop's requests first: at most one merged batch between two of its turns
-        self.flush()
 
-    def _more(self, items: list[_Pending]) -> tuple[list[_Pending], bool]:
-        """Queued calls to take with the first: JSON objects for the same pair of models, up to MERGE_ROWS
-        rows. Returns them, and whether the stop mark came (it ends the run after them)."""
-        first = items[0]
-        if not isinstance(first.event.batch, JsonBatch):
-            return items, False
-        rows = len(first.event.batch)
-        until = time.monotonic() + GATHER_SECONDS
-        while rows < MERGE_ROWS and (wait := until - time.monotonic()) > 0:
-            try:
-                item = self._queue.get(timeout=wait)
-            except queue.Empty:
-                break
-            if item is None:
-                return items, True
-            items.append(item)
-            rows += len(item.event.batch)
-            if not _mergeable(first, item):
-                break
-        return items, False
+    def _drain(self) -> list[_Pending]:
+        """What the loop queued since the last turn, oldest first."""
+        out = []
+        queued = self._queue
+        while queued:
+            out.append(queued.popleft())
+        return out
 
     def process(self, items: list[_Pending]) -> None:
-        """Score the calls' batches with the challenger, compare, and add to the tallies."""
-        started = time.perf_counter()
+        """Score the calls' batches with the challenger, compare, and add to the tallies; the loop's calls
+        go first between the steps (`give_way`)."""
+        started = time.thread_time()  # this thread's CPU: the cost, not the time it gave way
         for group in _groups(items):
             event, challenger = group[0].event, group[0].challenger
             if len(group) == 1:
@@ -311,12 +294,19 @@ class ShadowScorer:
                 batch = JsonBatch([row for i in group for row in i.event.batch.rows])
                 served = merged([i.event.scored for i in group])
             shadow = challenger.score_batch(batch)
+            self.give_way()
             agreement = compare(event.model, served, challenger, shadow)
             pair = (event.model.version, challenger.version)
             self._tallies.setdefault(pair, Tally()).add(agreement)
             if self.log is not None:
+                self.give_way()
                 self.log.take_shadow(log_rows([i.event for i in group], challenger, shadow))
-        self._seconds += time.perf_counter() - started
+            self.give_way()
+        self._seconds += time.thread_time() - started
+
+    def give_way(self) -> None:
+        """Hand the GIL to the event loop between two steps of the thread's work."""
+        time.sleep(0)
 
     def flush(self) -> None:
         """Write the tallies to the metrics (the thread's, and at stop)."""
@@ -343,6 +333,21 @@ def _mergeable(a: _Pending, b: _Pending) -> bool:
         and b.event.model is a.event.model
         and b.challenger is a.challenger
     )
+
+
+def _chunks(items: list[_Pending]) -> list[list[_Pending]]:
+    """The queued calls in the thread's units of work: consecutive JSON calls of one pair of models taken
+    together until they hold MERGE_ROWS rows, any other call alone."""
+    out: list[list[_Pending]] = []
+    rows = 0
+    for item in items:
+        if out and rows < MERGE_ROWS and _mergeable(out[-1][0], item):
+            out[-1].append(item)
+            rows += len(item.event.batch)
+        else:
+            out.append([item])
+            rows = len(item.event.batch) if isinstance(item.event.batch, JsonBatch) else MERGE_ROWS
+    return out
 
 
 def _groups(items: list[_Pending]) -> list[list[_Pending]]:
