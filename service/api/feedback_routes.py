@@ -21,10 +21,10 @@ from service.api.feedback_schemas import (
     feedback_openapi,
 )
 from service.api.operation_ids import operation_id
-from service.api.state import app_state
+from service.api.state import AppState, app_state
 from service.durations import parse_duration
 from service.errors import FieldError, InputError, PredictionLogOff, UnsupportedMediaType
-from service.monitoring.feedback import MAX_LABELS, parse_labels
+from service.monitoring.feedback import MAX_LABELS, Feedback, parse_labels
 
 router = APIRouter(tags=["label feedback and performance"], generate_unique_id_function=operation_id)
 JSON = "application/json"
@@ -77,18 +77,12 @@ async def performance(
     version: str | None = Query(None, max_length=64, description="Only this model version"),
 ) -> Response:
     state = app_state(request)
-    if state.feedback is None:
-        raise PredictionLogOff("the prediction log is off (PROPENSITY_PREDICTION_LOG_ENABLED=false)")
-    now = time.time()
-    start = now - _duration("since", since)
-    end = None if until is None else now - _duration("until", until)
+    feedback, start, end = _logged_window(state, since, until)
     model = state.holder.current
     if model is None:
         raise state.holder.unavailable()
     answer = await anyio.to_thread.run_sync(
-        lambda: state.feedback.performance(  # type: ignore[union-attr]
-            since=start, until=end, by=by, version=version, cutoff=model.cutoff
-        )
+        lambda: feedback.performance(since=start, until=end, by=by, version=version, cutoff=model.cutoff)
     )
     answer["served_version"] = model.version
     return Response(orjson.dumps(answer), media_type=JSON)
@@ -111,16 +105,21 @@ async def shadow_performance(
     until: str | None = Query(None, max_length=32, description="... and until this long ago (default now)"),
     version: str | None = Query(None, max_length=64, description="Only this challenger version"),
 ) -> Response:
-    state = app_state(request)
+    feedback, start, end = _logged_window(app_state(request), since, until)
+    answer = await anyio.to_thread.run_sync(
+        lambda: feedback.shadow_performance(since=start, until=end, version=version)
+    )
+    return Response(orjson.dumps(answer), media_type=JSON)
+
+
+def _logged_window(state: AppState, since: str, until: str | None) -> tuple[Feedback, float, float | None]:
+    """The log's reader and the window [now - since, now - until) in epoch seconds; 404 when the log is
+    off, 422 for a duration that is not one."""
     if state.feedback is None:
         raise PredictionLogOff("the prediction log is off (PROPENSITY_PREDICTION_LOG_ENABLED=false)")
     now = time.time()
     start = now - _duration("since", since)
-    end = None if until is None else now - _duration("until", until)
-    answer = await anyio.to_thread.run_sync(
-        lambda: state.feedback.shadow_performance(since=start, until=end, version=version)  # type: ignore[union-attr]
-    )
-    return Response(orjson.dumps(answer), media_type=JSON)
+    return state.feedback, start, None if until is None else now - _duration("until", until)
 
 
 def _duration(name: str, text: str) -> float:

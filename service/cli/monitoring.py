@@ -27,6 +27,15 @@ PANEL = "Monitoring"
 IN_ALERT = 3
 COHORT_PERIODS = ("day", "hour")
 commands = typer.Typer()
+# the prediction log's window and URL, as every command reading the log takes them
+Since = Annotated[
+    str, typer.Option(help="rows scored since DURATION ago (15m, 2h, 30d) or an ISO date (UTC)")
+]
+Until = Annotated[str | None, typer.Option(help="... and before DURATION ago or an ISO date (default: now)")]
+LogUrl = Annotated[
+    str | None,
+    typer.Option(help="SQLAlchemy URL of the prediction log (default PROPENSITY_PREDICTION_LOG_URL)"),
+]
 
 
 @commands.command("drift-report", rich_help_panel=PANEL)
@@ -100,18 +109,11 @@ def _summary(result: DriftResult, model_name: str) -> None:
 
 @commands.command("performance-report", rich_help_panel=PANEL)
 def performance_report(
-    since: Annotated[
-        str, typer.Option(help="predictions scored since DURATION ago (15m, 2h, 30d) or an ISO date (UTC)")
-    ] = "30d",
-    until: Annotated[
-        str | None, typer.Option(help="... and before DURATION ago or an ISO date (default: now)")
-    ] = None,
+    since: Since = "30d",
+    until: Until = None,
     by: Annotated[str, typer.Option(help="cohorts by prediction day or hour (UTC): day|hour")] = "day",
     out: Annotated[Path, typer.Option(help="HTML file to write")] = Path("performance-report.html"),
-    url: Annotated[
-        str | None,
-        typer.Option(help="SQLAlchemy URL of the prediction log (default PROPENSITY_PREDICTION_LOG_URL)"),
-    ] = None,
+    url: LogUrl = None,
     model: Annotated[
         str | None, typer.Option(help="version or alias whose cutoff is used (default: the followed alias)")
     ] = None,
@@ -209,17 +211,10 @@ def _migrated(store: PredictionStore) -> PredictionStore:
 
 @commands.command("shadow-performance", rich_help_panel=PANEL)
 def shadow_performance(
-    since: Annotated[
-        str, typer.Option(help="rows scored since DURATION ago (15m, 2h, 30d) or an ISO date (UTC)")
-    ] = "30d",
-    until: Annotated[
-        str | None, typer.Option(help="... and before DURATION ago or an ISO date (default: now)")
-    ] = None,
+    since: Since = "30d",
+    until: Until = None,
     version: Annotated[str | None, typer.Option(help="only this challenger version")] = None,
-    url: Annotated[
-        str | None,
-        typer.Option(help="SQLAlchemy URL of the prediction log (default PROPENSITY_PREDICTION_LOG_URL)"),
-    ] = None,
+    url: LogUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the GET /performance/shadow JSON")] = False,
     artifacts_dir: ArtifactsDir = None,
 ) -> None:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -35,6 +35,7 @@ from service.monitoring.shadow_performance import judge
 from service.serving.metrics import Metrics
 from service.settings import Settings
 
+T = TypeVar("T")
 log = logging.getLogger("propensity.feedback")
 MAX_LABELS = 10_000
 LISTED = 100  # conflicts and unmatched items listed in an answer (all are counted)
@@ -247,12 +248,7 @@ class Feedback:
     def performance(
         self, *, since: float, until: float | None, by: str, version: str | None, cutoff: float
     ) -> dict[str, Any]:
-        try:
-            frame = self.store().frame(since, until, version)
-        except PredictionLogUnavailable:
-            raise
-        except Exception as exc:
-            raise _unavailable(exc) from None
+        frame = self._read(lambda store: store.frame(since, until, version))
         end = until if until is not None else time.time()
         report = evaluate(
             frame,
@@ -264,14 +260,18 @@ class Feedback:
         )
         return report.to_dict()
 
-    def shadow_performance(self, *, since: float, until: float | None, version: str | None) -> dict[str, Any]:
-        """The challengers shadow scoring compared, judged on the labelled rows (shadow_performance.py)."""
+    def _read(self, read: Callable[[PredictionStore], T]) -> T:
+        """`read` of the store; a database that does not answer is PredictionLogUnavailable (a 503)."""
         try:
-            frame = self.store().shadow_frame(since, until, version)
+            return read(self.store())
         except PredictionLogUnavailable:
             raise
         except Exception as exc:
             raise _unavailable(exc) from None
+
+    def shadow_performance(self, *, since: float, until: float | None, version: str | None) -> dict[str, Any]:
+        """The challengers shadow scoring compared, judged on the labelled rows (shadow_performance.py)."""
+        frame = self._read(lambda store: store.shadow_frame(since, until, version))
         min_labels = self.settings.performance_min_labels
         return {
             "since": since,

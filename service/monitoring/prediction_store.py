@@ -243,14 +243,7 @@ class PredictionStore:
             "LEFT JOIN labels l ON l.request_id = p.request_id AND l.row_index = p.row_index "
             "WHERE p.scored_at >= {since}"
         )
-        params: dict[str, Any] = {"since": since}
-        if until is not None:
-            sql += " AND p.scored_at < {until}"
-            params["until"] = until
-        if version is not None:
-            sql += " AND p.model_version = {version}"
-            params["version"] = version
-        return _frame(self._fetch(sql, params))
+        return _frame(self._fetch(*_window(sql, "p", "model_version", since, until, version)))
 
     def _fetch(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """All rows of a query, as the driver's tuples: a million rows without SQLAlchemy's Row objects.
@@ -280,13 +273,7 @@ class PredictionStore:
             "FROM shadow_predictions s LEFT JOIN labels l "
             "ON l.request_id = s.request_id AND l.row_index = s.row_index WHERE s.scored_at >= {since}"
         )
-        params: dict[str, Any] = {"since": since}
-        if until is not None:
-            sql += " AND s.scored_at < {until}"
-            params["until"] = until
-        if shadow_version is not None:
-            sql += " AND s.shadow_version = {version}"
-            params["version"] = shadow_version
+        sql, params = _window(sql, "s", "shadow_version", since, until, shadow_version)
         return ShadowFrame.of(self._fetch(sql + " ORDER BY s.id", params))
 
     def labelled_frame(self, since: float, columns: Sequence[str]) -> Any:
@@ -421,6 +408,21 @@ class PredictionStore:
     def unmatched_count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(text("SELECT count(*) FROM unmatched_labels")).scalar_one())
+
+
+def _window(
+    sql: str, alias: str, version_column: str, since: float, until: float | None, version: str | None
+) -> tuple[str, dict[str, Any]]:
+    """`sql` (ending in its `{since}` condition on `alias`.scored_at) narrowed to before `until` and to
+    one `version`, with its parameters (for `_fetch`)."""
+    params: dict[str, Any] = {"since": since}
+    if until is not None:
+        sql += f" AND {alias}.scored_at < {{until}}"
+        params["until"] = until
+    if version is not None:
+        sql += f" AND {alias}.{version_column} = {{version}}"
+        params["version"] = version
+    return sql, params
 
 
 def _columns(table: str) -> Sequence[str]:
