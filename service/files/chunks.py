@@ -5,10 +5,12 @@ This runs in the scorer's worker processes (and on a cluster's workers): a `Chun
 compiled model and what the run asked for, and is shipped to each worker once.
 
 A CSV chunk is read as a /predict CSV body is (service/serving/csv_table.py), so a row gets the bits it
-gets there. A chunk that is not a table as a body must be (a row with more or fewer cells than the
-header, bytes that are not UTF-8, a record that is not valid CSV) is read again record by record: each
-such record is a reject naming its line, the others are scored. A JSON Lines chunk is one JSON object a
-line, each read as a row of a /predict JSON body; a line that is not a JSON object is a reject.
+gets there: by pyarrow when the chunk is one it reads exactly the same (service/files/arrow_csv.py), else
+by the door's own reading. A chunk that is not a table as a body must be (a row with more or fewer cells
+than the header, bytes that are not UTF-8, a record that is not valid CSV) is read again record by
+record: each such record is a reject naming its line, the others are scored. A JSON Lines chunk is one
+JSON object a line, each read as a row of a /predict JSON body; a line that is not a JSON object is a
+reject.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import orjson
 
 from service.errors import InputError
+from service.files.arrow_csv import ArrowCsvBatch, read_arrow_chunk
 from service.files.encoding import Encoder, output_columns
 from service.files.formats import FileKind, Format
 from service.files.sources import Chunk, ParquetChunk, TextChunk, first_record_end
@@ -97,6 +100,7 @@ class ChunkScorer:
         self.passthrough_max_chars = passthrough_max_chars
         self.columns = output_columns(model.output_keys, model.passthrough, reasons)
         self.encoder = Encoder(output, self.columns, model.passthrough, int_columns(model))
+        self.wanted = {*model.used_columns, *model.passthrough}
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
         rows = self.rows_of(chunk)
@@ -146,6 +150,12 @@ class ChunkScorer:
         return self._csv_rows(chunk)
 
     def _csv_rows(self, chunk: TextChunk) -> _Rows:
+        fast = read_arrow_chunk(chunk, self.wanted)
+        if fast is not None:
+            first = chunk.first_line
+            return _Rows(
+                csv_batch_of(self.model, fast, ArrowCsvBatch), lambda i: i + first, _same, fast.rows, []
+            )
         read = read_csv_chunk(chunk)
         table = read.rows
         batch = csv_batch_of(self.model, table) if table.rows else None

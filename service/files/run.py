@@ -8,6 +8,7 @@ pool), which is what the tests of a chunk's bits and a cluster's tasks use too.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import sys
@@ -93,9 +94,29 @@ class Summary:
 _scorer: ChunkScorer | None = None
 
 
+# glibc's mallopt parameters: allocations up to this size come from the heap, and this much free memory
+# at its top is kept (not given back to the kernel).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEPT_BYTES = 64 * 2**20
+
+
+def keep_freed_memory() -> None:
+    """Let a forked worker's malloc reuse the memory of the chunk before: left to glibc's own thresholds,
+    each chunk's buffers of a few MB were mapped fresh and given back (about 2,000 page faults a 4 MB
+    chunk, a third of the worker's time in the kernel). Its memory stays what one chunk needs. No-op
+    where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _KEPT_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _KEPT_BYTES)
+    except (OSError, AttributeError):
+        return
+
+
 def _start_worker(scorer: ChunkScorer) -> None:
     global _scorer
     _scorer = scorer
+    keep_freed_memory()
 
 
 def _score_in_worker(chunk: Chunk) -> ChunkResult:

@@ -42,6 +42,7 @@ _NON_FINITE = re.compile(r"[+-]?(?:inf|infinity|nan)", re.ASCII | re.IGNORECASE)
 _MISSING_AS_NAN = {
     t: "nan" for t in ("", "nan", "NaN", "NAN", "null", "Null", "NULL", "None", "none", "NONE")
 }
+MISSING_SPELLINGS = tuple(_MISSING_AS_NAN)  # a value spelled exactly so is missing, first of all
 
 
 def truncate(value: Any) -> str:

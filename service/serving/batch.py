@@ -61,6 +61,17 @@ class Batch(ABC):
         """The first row's value of a pass-through id field, as `passthrough(name)[0]` (the canary's key)."""
         return self.passthrough(name)[0]
 
+    def parsed_numbers(self, name: str, fmt: str) -> Any:
+        """A numeric column already parsed as `parse_numeric_column(self.column(name), fmt)` would parse it
+        (its values and problems), or None: the scorer parses `column(name)` (every batch but the file
+        scorer's Arrow one)."""
+        return None
+
+    def parsed_categories(self, name: str, lookup: dict[str, int]) -> Any:
+        """A categorical column already parsed as `parse_category_column(self.column(name), lookup)`
+        would parse it, or None (as `parsed_numbers`)."""
+        return None
+
     @abstractmethod
     def inspect_keys(self, names: ColumnNames, missing: Missing | None = None) -> KeyReport | None:
         """What the rows' keys say; None when every row has every model column and no other key outside

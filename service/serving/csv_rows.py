@@ -17,7 +17,7 @@ header is line 1) and the column, beside the row's index among the data rows (`C
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import Any, SupportsIndex, overload
 
@@ -63,7 +63,7 @@ class CsvRow:
 
     __slots__ = ("_columns", "_i")
 
-    def __init__(self, columns: dict[str, list[str]], i: int) -> None:
+    def __init__(self, columns: Mapping[str, list[str]], i: int) -> None:
         self._columns = columns
         self._i = i
 
@@ -77,7 +77,7 @@ class CsvRows(list[Any]):
     batch of a few rows, or to echo a value in an error, so a big batch makes none. (The list holds
     None; `len()`, indexing and iteration are what a batch's rows are used for.)"""
 
-    def __init__(self, columns: dict[str, list[str]], n: int) -> None:
+    def __init__(self, columns: Mapping[str, list[str]], n: int) -> None:
         super().__init__(repeat(None, n))
         self.columns = columns
 
@@ -104,7 +104,7 @@ class CsvBatch(Batch):
 
     __slots__ = ("_columns", "_numbers", "_report", "table")
 
-    def __init__(self, table: Table, columns: dict[str, list[str]], report: KeyReport | None) -> None:
+    def __init__(self, table: Table, columns: Mapping[str, list[str]], report: KeyReport | None) -> None:
         super().__init__(CsvRows(columns, table.rows))
         self.table = table
         self._columns = columns
@@ -161,15 +161,34 @@ def read_csv_batch(
     return csv_batch_of(model, read_table(data, max_rows=max_rows, max_errors=max_errors, pause=pause))
 
 
-def csv_batch_of(model: CompiledModel, table: Table) -> CsvBatch:
-    """A table's rows as the batch `model` scores: 422 for a header that names a column twice, names no
-    model column, or has a name that only resembles one (see the module's doc)."""
+def csv_batch_of(model: CompiledModel, table: Table, batch_type: type[CsvBatch] | None = None) -> CsvBatch:
+    """A table's rows as the batch `model` scores (a `batch_type`, CsvBatch unless given): 422 for a header
+    that names a column twice, names no model column, or has a name that only resembles one (see the
+    module's doc)."""
     header = table.header
     _check_unique(header, table.header_line)
     report = _header_report(header, model.names, table)
     wanted = {*model.used_columns, *model.passthrough}
-    columns = {name: table.cells(j) for j, name in enumerate(header) if name in wanted}
-    return CsvBatch(table, columns, report)
+    columns = _Cells(table, {name: j for j, name in enumerate(header) if name in wanted})
+    return (batch_type or CsvBatch)(table, columns, report)
+
+
+class _Cells(Mapping[str, list[str]]):
+    """The cells of the model's columns and the ids, column name -> cells, each column cut out of the
+    table when it is first read (a batch whose scorer reads a column another way never cuts it)."""
+
+    def __init__(self, table: Table, numbers: dict[str, int]) -> None:
+        self._table = table
+        self._numbers = numbers
+
+    def __getitem__(self, name: str) -> list[str]:
+        return self._table.cells(self._numbers[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._numbers)
+
+    def __len__(self) -> int:
+        return len(self._numbers)
 
 
 def _check_unique(header: list[str], line: int) -> None:

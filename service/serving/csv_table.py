@@ -154,7 +154,7 @@ def _codes(text: str, data: bytes, start: int, end: int) -> np.ndarray:
     return np.frombuffer(text[:end].encode("utf-32-le"), dtype=np.uint32)
 
 
-def _quotes_wrap_cells(codes: np.ndarray, quotes: np.ndarray, start: int) -> bool:
+def quotes_wrap_cells(codes: np.ndarray, quotes: np.ndarray, start: int) -> bool:
     """Quotes come in pairs, each pair one whole cell: an opening quote starts a cell (at the start, or
     after a comma or LF), its closing quote ends one (at the end, or before a comma, LF or CR); so no
     doubled quote inside a cell, no quote inside an unquoted cell, nothing after a closing quote."""
@@ -204,7 +204,7 @@ def _grid(codes: np.ndarray, start: int, has_cr: bool) -> _Grid | None:
     quotes = np.flatnonzero(codes == _QUOTE)
     lfs, inner_breaks = line_ends, 0
     if quotes.size:
-        if not _quotes_wrap_cells(codes, quotes, start):
+        if not quotes_wrap_cells(codes, quotes, start):
             return None
         opens, closes = quotes[0::2], quotes[1::2]
         commas, _ = _outside_quotes(commas, opens, closes)

@@ -287,7 +287,10 @@ class CompiledModel:
         self, batch: Batch, out: Scored, columns: dict[str, np.ndarray], contributions: dict[str, np.ndarray]
     ) -> None:
         for spec in self.numeric:
-            values, problems = _parse_echoing_safely(parse_numeric_column, batch.column(spec.name), spec.fmt)
+            parsed = batch.parsed_numbers(spec.name, spec.fmt)
+            if parsed is None:
+                parsed = _parse_echoing_safely(parse_numeric_column, batch.column(spec.name), spec.fmt)
+            values, problems = parsed
             for i, reason, value in problems.items:
                 out.errors.append(FieldError(i, spec.name, reason, value))
                 out.bad_rows.add(i)
@@ -306,9 +309,10 @@ class CompiledModel:
         """Dummy inputs of every categorical column; returns which rows hold an unseen level."""
         unseen_mask = np.zeros(len(batch.rows), dtype=bool)
         for cat in self.categories:
-            codes, problems, unseen_values = _parse_echoing_safely(
-                parse_category_column, batch.column(cat.column), cat.lookup
-            )
+            parsed = batch.parsed_categories(cat.column, cat.lookup)
+            if parsed is None:
+                parsed = _parse_echoing_safely(parse_category_column, batch.column(cat.column), cat.lookup)
+            codes, problems, unseen_values = parsed
             out.category_codes[cat.column] = codes
             for i, reason, value in problems.items:
                 out.errors.append(FieldError(i, cat.column, reason, value))
