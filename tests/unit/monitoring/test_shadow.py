@@ -4,6 +4,7 @@ the thread's counts in the metrics, against a row-by-row comparison written out 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from service.model.registry import Registry
 from service.model.scorer_spec import NumericSpec, ScorerSpec
-from service.monitoring.shadow import ShadowScorer, compare, merged
+from service.monitoring.shadow import SWITCH_SECONDS, ShadowScorer, compare, merged
 from service.serving.batch import ColumnBatch, JsonBatch
 from service.serving.holder import ChallengerHolder
 from service.serving.metrics import SHADOW_DIFF_BUCKETS, Metrics
@@ -128,6 +129,19 @@ def scorer(
 def value(metrics: Metrics, name: str, **labels: str) -> float:
     got = metrics.registry.get_sample_value(name, labels)
     return 0.0 if got is None else got
+
+
+def test_the_switch_interval_is_short_while_the_thread_runs_and_given_back(
+    challenger: CompiledModel,
+) -> None:
+    before = sys.getswitchinterval()
+    shadow = scorer(Metrics(CollectorRegistry()), FixedHolder(challenger))
+    shadow.start()
+    during = sys.getswitchinterval()
+    shadow.stop()
+    assert during == pytest.approx(SWITCH_SECONDS)
+    assert during < before
+    assert sys.getswitchinterval() == before
 
 
 def test_the_thread_counts_what_compare_finds(
